@@ -1,0 +1,3 @@
+"""Quantum Trader: an event-driven crypto futures trading fleet on Redis Streams."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,339 @@
+"""Event contracts: one frozen payload model per event type, registered in ``EVENT_TYPES``.
+
+Conventions: times are milliseconds since the Unix epoch (UTC); prices and quantities are
+floats validated finite; ``side`` of a position is LONG or SHORT, of an order BUY or SELL.
+``docs/streams.md`` is generated from these models and the fleet registry.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from quantum.bus.envelope import EventTypes, Payload, Record
+
+EVENT_TYPES = EventTypes()
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+Positive = Annotated[float, AfterValidator(_finite), Field(gt=0)]
+NonNegative = Annotated[float, AfterValidator(_finite), Field(ge=0)]
+Symbol = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,20}$")]
+Direction = Literal["LONG", "SHORT"]
+OrderSide = Literal["BUY", "SELL"]
+
+
+# --- market -----------------------------------------------------------------------------
+
+
+@EVENT_TYPES.register
+class Kline(Payload):
+    """A closed candlestick. ``ts`` of its envelope is ``close_time``."""
+
+    event_type = "market.kline"
+
+    symbol: Symbol
+    interval: str
+    open_time: int
+    close_time: int
+    open: Positive
+    high: Positive
+    low: Positive
+    close: Positive
+    volume: NonNegative
+    source: Literal["replay", "binance"]
+
+
+@EVENT_TYPES.register
+class Tick(Payload):
+    """A price update. In replay one closed bar (open/high/low/close); live the last price
+    in all four. ``funding_rate`` is set when a funding settlement falls on this tick."""
+
+    event_type = "market.tick"
+
+    symbol: Symbol
+    ts: int
+    open: Positive
+    high: Positive
+    low: Positive
+    close: Positive
+    mark_price: Positive | None = None
+    funding_rate: Finite | None = None
+    source: Literal["replay", "binance"]
+
+
+@EVENT_TYPES.register
+class EndOfData(Payload):
+    """The replay source has no more data: open positions are closed at the last price."""
+
+    event_type = "market.end_of_data"
+
+    symbols: tuple[Symbol, ...]
+    last_ts: int
+
+
+# --- features and models ------------------------------------------------------------------
+
+
+@EVENT_TYPES.register
+class FeatureVector(Payload):
+    """The unified features of one closed bar, named as in the feature schema."""
+
+    event_type = "features.computed"
+
+    symbol: Symbol
+    interval: str
+    open_time: int
+    close_time: int
+    close: Positive
+    schema_hash: str
+    values: dict[str, Finite]
+
+
+class MemberVote(Record):
+    member: str
+    direction: Literal["LONG", "SHORT", "FLAT"]
+    confidence: Annotated[float, Field(ge=0, le=1)]
+
+
+@EVENT_TYPES.register
+class Signal(Payload):
+    """Every prediction the ai-engine makes, acted on or not."""
+
+    event_type = "ai.signal"
+
+    symbol: Symbol
+    bar_time: int
+    model: str
+    model_version: str
+    direction: Literal["LONG", "SHORT", "FLAT"]
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    prob_long: Annotated[float, Field(ge=0, le=1)]
+    prob_short: Annotated[float, Field(ge=0, le=1)]
+    votes: tuple[MemberVote, ...]
+    price: Positive
+    atr: NonNegative
+    blocked_reason: str | None = None
+
+
+@EVENT_TYPES.register
+class Decision(Payload):
+    """A signal the ai-engine acts on: it becomes a trade intent."""
+
+    event_type = "ai.decision"
+
+    symbol: Symbol
+    bar_time: int
+    direction: Direction
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    intent_id: str
+    model_version: str
+
+
+@EVENT_TYPES.register
+class TradeIntent(Payload):
+    """A wish to open a position, before sizing and risk."""
+
+    event_type = "trade.intent"
+
+    intent_id: str
+    symbol: Symbol
+    side: Direction
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    price: Positive
+    atr: NonNegative
+    bar_time: int
+    model_version: str
+
+
+# --- plans, risk and orders ---------------------------------------------------------------
+
+
+class TakeProfit(Record):
+    price: Positive
+    fraction: Annotated[float, Field(gt=0, le=1)]
+
+
+class ExitPlan(Record):
+    """Exit levels attached to a plan when it is sized; the exit-brain follows it."""
+
+    profile: str
+    stop_loss: Positive
+    take_profits: tuple[TakeProfit, ...]
+    break_even_after_first_tp: bool = True
+    trailing_atr_multiple: NonNegative | None = None
+    trailing_callback_pct: NonNegative | None = None
+    time_stop_seconds: int | None = None
+    liquidation_buffer_pct: NonNegative = 0.01
+    atr: NonNegative = 0.0
+
+
+@EVENT_TYPES.register
+class Plan(Payload):
+    """A sized plan to open a position, with leverage and exit plan."""
+
+    event_type = "apply.plan"
+
+    plan_id: str
+    intent_id: str
+    symbol: Symbol
+    side: Direction
+    quantity: Positive
+    reference_price: Positive
+    notional: Positive
+    leverage: Annotated[int, Field(ge=1, le=125)]
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    size_multiplier: Positive
+    bar_time: int
+    exit_plan: ExitPlan
+
+
+@EVENT_TYPES.register
+class RiskDecision(Payload):
+    """The governor's answer to a plan: approve, or reject with reason codes."""
+
+    event_type = "risk.decision"
+
+    plan_id: str
+    approved: bool
+    reasons: tuple[str, ...]
+    plan: Plan
+    policy_version: int
+
+
+@EVENT_TYPES.register
+class RiskEvent(Payload):
+    """Emergency stop trips and resets, limit alerts."""
+
+    event_type = "risk.event"
+
+    kind: str
+    severity: Literal["info", "warning", "critical"]
+    detail: str
+    data: dict[str, Finite | str | bool | None] = Field(default_factory=dict)
+
+
+@EVENT_TYPES.register
+class OrderRequest(Payload):
+    """An order to place. ``client_order_id`` derives from the plan id (idempotency)."""
+
+    event_type = "order.request"
+
+    client_order_id: str
+    plan_id: str
+    symbol: Symbol
+    side: OrderSide
+    position_side: Direction
+    quantity: Positive
+    reference_price: Positive
+    leverage: Annotated[int, Field(ge=1, le=125)]
+    reduce_only: bool
+    reason: str
+    bar_time: int
+    exit_plan: ExitPlan | None = None
+
+
+@EVENT_TYPES.register
+class HarvestIntent(Payload):
+    """A reduce-only exit: a share of a position, at a level price, for a reason."""
+
+    event_type = "harvest.intent"
+
+    harvest_id: str
+    position_id: str
+    symbol: Symbol
+    side: Direction
+    fraction: Annotated[float, Field(gt=0, le=1)]
+    price: Positive
+    reason: str
+    ts: int
+
+
+@EVENT_TYPES.register
+class ExecutionReport(Payload):
+    """What happened to an order: ack, fill (possibly partial) or reject."""
+
+    event_type = "execution.report"
+
+    kind: Literal["ack", "fill", "reject", "cancel"]
+    client_order_id: str
+    plan_id: str
+    symbol: Symbol
+    side: OrderSide
+    position_side: Direction
+    position_id: str | None
+    quantity: NonNegative
+    price: NonNegative
+    fee: NonNegative
+    reduce_only: bool
+    reason: str
+    code: int | None = None
+    message: str | None = None
+    ts: int
+    exit_plan: ExitPlan | None = None
+    position_quantity: NonNegative = 0.0  # open quantity of the position after this report
+
+
+@EVENT_TYPES.register
+class TradeClosed(Payload):
+    """A position fully closed: prices, size, PnL net of fees and funding, R multiple."""
+
+    event_type = "trade.closed"
+
+    trade_id: str
+    symbol: Symbol
+    side: Direction
+    quantity: Positive
+    entry_price: Positive
+    exit_price: Positive
+    entry_ts: int
+    exit_ts: int
+    gross_pnl: Finite
+    fees: NonNegative
+    funding: Finite
+    net_pnl: Finite
+    r_multiple: Finite | None
+    exit_reason: str
+    holding_seconds: NonNegative
+    leverage: Annotated[int, Field(ge=1, le=125)]
+
+
+class PositionView(Record):
+    position_id: str
+    symbol: Symbol
+    side: Direction
+    quantity: Positive
+    entry_price: Positive
+    mark_price: Positive
+    leverage: int
+    margin: NonNegative
+    liquidation_price: NonNegative
+    unrealised_pnl: Finite
+    opened_ts: int
+
+
+@EVENT_TYPES.register
+class PortfolioState(Payload):
+    """Balance, equity, exposure and open positions after a change."""
+
+    event_type = "portfolio.state"
+
+    ts: int
+    balance: Finite
+    equity: Finite
+    unrealised_pnl: Finite
+    realised_pnl: Finite
+    fees_paid: NonNegative
+    funding_paid: Finite
+    gross_exposure: NonNegative
+    net_exposure: Finite
+    positions: tuple[PositionView, ...]
+    pending_orders: int

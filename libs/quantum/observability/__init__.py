@@ -1,0 +1,1 @@
+"""Logging, metrics and systemd integration shared by every service."""

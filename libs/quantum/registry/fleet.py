@@ -1,0 +1,189 @@
+"""The fleet registry: the one declaration of every service.
+
+Everything else is derived from this file: systemd units and the target
+(``deploy/systemd/``), env file examples (``etc/quantum/``), the local launcher's table,
+the stream docs (``docs/streams.md``), ``quantumctl verify`` and the replay barrier. A test
+fails when a generated file differs from what the generator writes, and the runner refuses
+to publish to a stream a service does not declare here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quantum.bus.streams import StreamSpec
+from quantum.contracts import streams as s
+
+STATE_PREFIX = "quantum:state:"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service of the fleet.
+
+    Attributes:
+        name: the service's name; also its consumer group, unit name and env file name.
+        module: what ``python -m`` runs.
+        settings: ``module:Class`` of its settings (env file keys are generated from it).
+        consumes: streams it reads, all with the consumer group ``name``.
+        produces: streams it may publish to (the runner enforces this).
+        state_keys: Redis keys it owns (no other service writes them).
+        port: its Prometheus metrics (or HTTP) port.
+        required: trading stops (fail closed) when its heartbeat is missing.
+        memory_max: systemd ``MemoryMax``.
+        loopback_only: it talks to Redis on loopback only: ``IPAddressAllow=localhost``.
+        replay: it runs in ``quantumctl replay``.
+    """
+
+    name: str
+    module: str
+    settings: str
+    description: str
+    consumes: tuple[StreamSpec, ...] = ()
+    produces: tuple[StreamSpec, ...] = ()
+    state_keys: tuple[str, ...] = ()
+    port: int = 0
+    required: bool = True
+    memory_max: str = "512M"
+    loopback_only: bool = True
+    replay: bool = True
+    after: tuple[str, ...] = field(default=())
+
+    @property
+    def group(self) -> str:
+        return self.name
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.name}.env"
+
+    @property
+    def unit(self) -> str:
+        return f"quantum-{self.name}.service"
+
+
+def state_key(name: str) -> str:
+    return STATE_PREFIX + name
+
+
+PORTFOLIO_KEY = state_key("portfolio")
+EXECUTION_KEY = state_key("execution")
+GOVERNOR_KEY = state_key("risk-governor")
+APPLY_KEY = state_key("apply-layer")
+EXIT_BRAIN_KEY = state_key("exit-brain")
+BRIDGE_KEY = state_key("intent-bridge")
+AI_ENGINE_KEY = state_key("ai-engine")
+REPLAY_KEY = state_key("replay")
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec(
+        name="market-publisher",
+        module="services.market_publisher",
+        settings="services.market_publisher.config:Settings",
+        description="Publishes klines and ticks from Binance futures (live) or data files (replay)",
+        produces=(s.MARKET_KLINES, s.MARKET_TICK),
+        state_keys=(REPLAY_KEY,),
+        port=9101,
+        loopback_only=False,
+    ),
+    ServiceSpec(
+        name="feature-publisher",
+        module="services.feature_publisher",
+        settings="services.feature_publisher.config:Settings",
+        description="Computes the unified feature vector for every closed bar",
+        consumes=(s.MARKET_KLINES,),
+        produces=(s.FEATURES,),
+        port=9102,
+    ),
+    ServiceSpec(
+        name="ai-engine",
+        module="services.ai_engine",
+        settings="services.ai_engine.config:Settings",
+        description="Predicts direction from features; emits signals, decisions and intents",
+        consumes=(s.FEATURES,),
+        produces=(s.AI_SIGNAL, s.AI_DECISION, s.TRADE_INTENT),
+        state_keys=(AI_ENGINE_KEY,),
+        port=9103,
+        memory_max="2G",
+    ),
+    ServiceSpec(
+        name="intent-bridge",
+        module="services.intent_bridge",
+        settings="services.intent_bridge.config:Settings",
+        description="Sizes an intent into a plan with leverage and an exit plan",
+        consumes=(s.TRADE_INTENT,),
+        produces=(s.APPLY_PLAN,),
+        state_keys=(BRIDGE_KEY,),
+        port=9104,
+    ),
+    ServiceSpec(
+        name="risk-governor",
+        module="services.risk_governor",
+        settings="services.risk_governor.config:Settings",
+        description="Approves or rejects plans against the risk policy and portfolio",
+        consumes=(s.APPLY_PLAN,),
+        produces=(s.RISK_DECISION, s.RISK_EVENTS),
+        state_keys=(GOVERNOR_KEY,),
+        port=9105,
+    ),
+    ServiceSpec(
+        name="apply-layer",
+        module="services.apply_layer",
+        settings="services.apply_layer.config:Settings",
+        description="The only path to entry orders: fresh approval, live governor, no duplicates",
+        consumes=(s.RISK_DECISION,),
+        produces=(s.APPLY_RESULT,),
+        state_keys=(APPLY_KEY,),
+        port=9106,
+    ),
+    ServiceSpec(
+        name="execution",
+        module="services.execution",
+        settings="services.execution.config:Settings",
+        description="Places orders on the exchange (paper or Binance futures); owns positions",
+        consumes=(s.APPLY_RESULT, s.HARVEST_INTENT, s.MARKET_TICK),
+        produces=(s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE),
+        state_keys=(EXECUTION_KEY, PORTFOLIO_KEY),
+        port=9107,
+        loopback_only=False,
+    ),
+    ServiceSpec(
+        name="exit-brain",
+        module="services.exit_brain",
+        settings="services.exit_brain.config:Settings",
+        description="Watches open positions; emits reduce-only exits (SL, TP ladder, trailing, time)",
+        consumes=(s.MARKET_TICK, s.EXECUTION_RESULT),
+        produces=(s.HARVEST_INTENT,),
+        state_keys=(EXIT_BRAIN_KEY,),
+        port=9108,
+    ),
+)
+
+BY_NAME: dict[str, ServiceSpec] = {spec.name: spec for spec in SERVICES}
+
+
+def service(name: str) -> ServiceSpec:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown service {name!r}; the registry has: {', '.join(BY_NAME)}") from None
+
+
+def producers() -> dict[str, str]:
+    """Stream name → its one producer."""
+    out: dict[str, str] = {}
+    for spec in SERVICES:
+        for stream in spec.produces:
+            if stream.name in out:
+                raise ValueError(f"stream {stream.name} has two producers: {out[stream.name]}, {spec.name}")
+            out[stream.name] = spec.name
+    return out
+
+
+def consumer_groups() -> dict[str, tuple[str, ...]]:
+    """Stream name → the consumer groups declared on it."""
+    out: dict[str, list[str]] = {}
+    for spec in SERVICES:
+        for stream in spec.consumes:
+            out.setdefault(stream.name, []).append(spec.group)
+    return {k: tuple(v) for k, v in out.items()}
