@@ -12,7 +12,7 @@ from quantum.config import ConfigError, FleetSettings, load
 from quantum.contracts.events import EVENT_TYPES
 from quantum.observability import logging as qlog
 from quantum.observability import metrics
-from quantum.registry.fleet import ServiceSpec, service
+from quantum.registry.fleet import ServiceSpec, all_setting_keys, service
 
 S = TypeVar("S", bound=FleetSettings)
 
@@ -61,7 +61,7 @@ def run_service(
 ) -> None:
     """The body of every consuming service's ``__main__``."""
     spec = service(name)
-    settings = load(settings_cls)
+    settings = load(settings_cls, known=all_setting_keys())
     log = qlog.configure(name, settings.log_level)
     client = connect(settings.redis_url)
     metrics.serve(spec.port if settings.metrics_port == -1 else settings.metrics_port)

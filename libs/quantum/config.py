@@ -8,12 +8,13 @@ the key named (:class:`ConfigError`), so a typo never silently falls back to a d
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError  # noqa: F401  (SecretStr re-exported)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "QT_"
+EXTERNAL_KEYS = {"QT_TEST_REDIS_URL", "QT_STATE_DIR"}  # read by tools, not by services
 
 
 class ConfigError(SystemExit):
@@ -42,6 +43,8 @@ class FleetSettings(BaseSettings):
         heartbeat_ttl_s: lifetime of the heartbeat key; it is refreshed every second.
         metrics_port: Prometheus port; 0 disables, -1 takes the registry's port.
         log_level: structlog level name.
+        clock: ``wall`` in live trading; ``event`` in replay, where "now" is the newest
+            event time seen, so replays give the same result at any speed.
     """
 
     model_config = SettingsConfigDict(
@@ -58,28 +61,28 @@ class FleetSettings(BaseSettings):
     heartbeat_ttl_s: int = Field(15, ge=2)
     metrics_port: int = Field(-1, ge=-1, le=65535)
     log_level: str = "info"
+    clock: Literal["wall", "event"] = "wall"
 
-    known_classes: ClassVar[list[type[FleetSettings]]] = []
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        FleetSettings.known_classes.append(cls)
 
 
 S = TypeVar("S", bound=FleetSettings)
 
 
-def known_keys() -> set[str]:
-    keys = set(FleetSettings.model_fields)
-    for cls in FleetSettings.known_classes:
-        keys.update(cls.model_fields)
-    return {ENV_PREFIX + k.upper() for k in keys}
+def keys_of(*classes: type[FleetSettings]) -> set[str]:
+    """The ``QT_*`` environment keys the given settings classes read."""
+    return {ENV_PREFIX + name.upper() for cls in classes for name in cls.model_fields}
 
 
-def load(cls: type[S], *, env_file: str | None = None, **overrides: Any) -> S:
-    """Build ``cls`` from the environment (and ``env_file``); refuse bad keys or types."""
+def load(cls: type[S], *, known: set[str] | None = None, env_file: str | None = None,
+         **overrides: Any) -> S:
+    """Build ``cls`` from the environment (and ``env_file``); refuse bad keys or types.
+
+    ``known`` is every ``QT_*`` key any service of the fleet reads (the environment may be
+    shared by several services); a ``QT_*`` variable outside it is a typo and is refused.
+    """
+    allowed = (known or set()) | keys_of(cls)
     unknown = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX)
-                     and k.upper() not in known_keys())
+                     and k.upper() not in allowed and k.upper() not in EXTERNAL_KEYS)
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]} (no service declares it)")
     try:

@@ -22,9 +22,7 @@ service.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -38,9 +36,7 @@ import structlog
 from quantum.bus.envelope import Envelope, EventTypes, InvalidEvent, decode, encode
 from quantum.bus.streams import DLQ, StreamSpec
 from quantum.observability import metrics
-from quantum.observability.systemd import Notifier
-
-HEARTBEAT_PREFIX = "quantum:heartbeat:"
+from quantum.observability.heartbeat import Beacon
 
 
 class UndeclaredStream(RuntimeError):
@@ -64,6 +60,7 @@ class Outbox:
     events: list[tuple[StreamSpec, Envelope[Any]]] = field(default_factory=list)
     state: dict[str, bytes] = field(default_factory=dict)
     deletes: set[str] = field(default_factory=set)
+    commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
 
     def emit(self, stream: StreamSpec, envelope: Envelope[Any]) -> None:
         if stream.name not in self.produces:
@@ -82,10 +79,13 @@ class Outbox:
         self.state.pop(key, None)
         self.deletes.add(key)
 
-    def clear(self) -> None:
-        self.events.clear()
-        self.state.clear()
-        self.deletes.clear()
+    def command(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Any other redis-py write (``zadd``, ``hset`` …) for the same transaction."""
+        self.commands.append((name, args, kwargs))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.events or self.state or self.deletes or self.commands)
 
 
 class Service(Protocol):
@@ -104,6 +104,21 @@ class Service(Protocol):
 
     def on_idle(self, out: Outbox, now: float) -> None:
         """Called each loop turn, with wall time, for timers."""
+
+
+class ServiceBase:
+    """No-op defaults for the optional hooks of :class:`Service`."""
+
+    name: str
+
+    def restore(self, client: redis.Redis) -> None:
+        return None
+
+    def on_batch_end(self, out: Outbox) -> None:
+        return None
+
+    def on_idle(self, out: Outbox, now: float) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -181,9 +196,9 @@ class Runner:
         self.config = config or RunnerConfig()
         self.consumer = f"{subscription.service}-{self.config.instance}"
         self.log = structlog.get_logger(service=subscription.service, consumer=self.consumer)
-        self.notifier = Notifier()
+        self.beacon = Beacon(client, subscription.service, self.consumer, self.config.heartbeat_ttl_s)
+        self.notifier = self.beacon.notifier
         self._stopping = False
-        self._last_heartbeat = 0.0
         self._last_claim = 0.0
         self._last_lag = 0.0
         self.failures: dict[str, str] = {}  # entry id -> last handler error
@@ -203,7 +218,7 @@ class Runner:
         for key in self._keys:
             ensure_group(self.client, key, self.sub.group)
         self.service.restore(self.client)
-        self.heartbeat(force=True)
+        self.beacon.beat(force=True)
         self.recover_own_pending()
         self.notifier.ready()
         metrics.UP.labels(self._name).set(1)
@@ -229,11 +244,10 @@ class Runner:
     def turn(self) -> bool:
         """One loop turn; returns whether any entry was handled."""
         now = time.time()
-        self.notifier.watchdog()
-        self.heartbeat()
+        self.beacon.beat()
         out = Outbox(self.sub.produces)
         self.service.on_idle(out, now)
-        if out.events or out.state or out.deletes:
+        if not out.empty:
             self.commit(out, {}, [])
         if now - self._last_claim >= self.config.claim_interval_s:
             self._last_claim = now
@@ -328,6 +342,8 @@ class Runner:
             pipe.set(key, value)
         for key in out.deletes:
             pipe.delete(key)
+        for name, args, kwargs in out.commands:
+            getattr(pipe, name)(*args, **kwargs)
         for item, reason in dead:
             pipe.xadd(DLQ.key, dead_letter_fields(item, self.sub.group, reason),
                       maxlen=DLQ.maxlen, approximate=True)
@@ -394,17 +410,7 @@ class Runner:
         if batch:
             self.process(batch, counts)
 
-    # --- liveness -------------------------------------------------------------------------
-
-    def heartbeat(self, force: bool = False) -> None:
-        now = time.time()
-        if not force and now - self._last_heartbeat < 1.0:
-            return
-        self._last_heartbeat = now
-        beat = {"service": self._name, "consumer": self.consumer, "pid": os.getpid(),
-                "host": socket.gethostname(), "ts": now}
-        self.client.set(HEARTBEAT_PREFIX + self._name, orjson.dumps(beat),
-                        ex=self.config.heartbeat_ttl_s)
+    # --- metrics --------------------------------------------------------------------------
 
     def update_lag_metrics(self) -> None:
         for key in self._keys:

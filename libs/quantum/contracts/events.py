@@ -280,6 +280,7 @@ class ExecutionReport(Payload):
     ts: int
     exit_plan: ExitPlan | None = None
     position_quantity: NonNegative = 0.0  # open quantity of the position after this report
+    liquidation_price: NonNegative = 0.0  # of the position after this report (0: none)
 
 
 @EVENT_TYPES.register

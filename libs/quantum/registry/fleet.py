@@ -9,7 +9,9 @@ to publish to a stream a service does not declare here.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from quantum.bus.streams import StreamSpec
 from quantum.contracts import streams as s
@@ -71,7 +73,6 @@ EXECUTION_KEY = state_key("execution")
 GOVERNOR_KEY = state_key("risk-governor")
 APPLY_KEY = state_key("apply-layer")
 EXIT_BRAIN_KEY = state_key("exit-brain")
-BRIDGE_KEY = state_key("intent-bridge")
 AI_ENGINE_KEY = state_key("ai-engine")
 REPLAY_KEY = state_key("replay")
 
@@ -113,7 +114,6 @@ SERVICES: tuple[ServiceSpec, ...] = (
         description="Sizes an intent into a plan with leverage and an exit plan",
         consumes=(s.TRADE_INTENT,),
         produces=(s.APPLY_PLAN,),
-        state_keys=(BRIDGE_KEY,),
         port=9104,
     ),
     ServiceSpec(
@@ -187,3 +187,26 @@ def consumer_groups() -> dict[str, tuple[str, ...]]:
         for stream in spec.consumes:
             out.setdefault(stream.name, []).append(spec.group)
     return {k: tuple(v) for k, v in out.items()}
+
+
+def replay_barrier_pairs() -> list[tuple[str, str]]:
+    """Every (stream key, group) the replay barrier waits on: all groups of replay services."""
+    return [
+        (stream.key, spec.group)
+        for spec in SERVICES
+        if spec.replay
+        for stream in spec.consumes
+    ]
+
+
+def settings_class(spec: ServiceSpec) -> Any:
+    """Import the service's settings class (``module:Class``)."""
+    module, _, name = spec.settings.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def all_setting_keys() -> set[str]:
+    """Every ``QT_*`` key any service reads: the allow-list for shared environments."""
+    from quantum.config import keys_of
+
+    return keys_of(*(settings_class(spec) for spec in SERVICES))

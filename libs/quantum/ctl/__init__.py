@@ -1,0 +1,1 @@
+"""Operating the fleet: the ``quantumctl`` command line and the local process supervisor."""

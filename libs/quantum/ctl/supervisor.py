@@ -1,0 +1,319 @@
+"""A small process supervisor: the local stand-in for systemd's restart policy.
+
+``quantumctl up`` and the replay orchestrator run the fleet as child processes of this
+supervisor. Its policy copies what the systemd units declare, so a service behaves the same
+under both:
+
+* a child that exits 0 finished its job and is not restarted;
+* exit code 78 (``EX_CONFIG``, see :class:`quantum.config.ConfigError`) means its settings are
+  wrong, which no restart fixes, so it is reported and left down;
+* any other exit is restarted after an exponential back-off (``backoff_initial`` doubled per
+  recent restart, capped at ``backoff_max``); after ``max_restarts`` restarts within
+  ``start_limit_interval`` seconds the supervisor gives up on it and says so. The earlier
+  system restarted one service 16,699 times: a crash loop must end, loudly.
+
+Which module a service runs comes from ``deploy/launcher.json`` (generated from the fleet
+registry) when present, else from :data:`quantum.registry.fleet.SERVICES` directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+EX_CONFIG = 78
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+LAUNCHER_FILE = Path("deploy") / "launcher.json"
+_POLL_SECONDS = 0.05
+
+log = structlog.get_logger("supervisor")
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    """One supervised service as seen now.
+
+    ``gave_up`` is true when the supervisor will not start it again on its own: the restart
+    limit was reached, or it exited with 78 (bad settings).
+    """
+
+    name: str
+    pid: int | None
+    alive: bool
+    restarts: int
+    last_exit: int | None
+    gave_up: bool
+
+
+def launcher_table(root: Path | None = None) -> dict[str, str]:
+    """Service name → module, from ``deploy/launcher.json`` under ``root`` or the registry.
+
+    The generated launcher file wins so a deployment can pin what it runs; the registry is the
+    fallback because it is what the file is generated from.
+    """
+    for base in (root, PROJECT_ROOT):
+        if base is None:
+            continue
+        path = base / LAUNCHER_FILE
+        if path.is_file():
+            document = json.loads(path.read_text())
+            return {entry["name"]: entry["module"] for entry in document["services"]}
+    from quantum.registry.fleet import SERVICES
+
+    return {spec.name: spec.module for spec in SERVICES}
+
+
+@dataclass
+class _Child:
+    """Mutable bookkeeping for one service; only touched under the supervisor's lock."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = None
+    restarts: int = 0
+    last_exit: int | None = None
+    gave_up: bool = False
+    restart_at: float | None = None  # monotonic time of a scheduled restart
+    recent_restarts: deque[float] = field(default_factory=deque)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops a set of fleet services as child processes.
+
+    ``commands`` maps a service name to the interpreter arguments that run it (for example
+    ``["-c", "import sys; sys.exit(3)"]``); it defaults to ``["-m", module]`` from the
+    launcher table. Tests use it to supervise tiny children instead of real services.
+    """
+
+    def __init__(
+        self,
+        services: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        workdir: Path,
+        log_dir: Path | None = None,
+        max_restarts: int = 5,
+        start_limit_interval: float = 60.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        python: str = sys.executable,
+        commands: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        if max_restarts < 0 or start_limit_interval <= 0:
+            raise ValueError("max_restarts must be >= 0 and start_limit_interval > 0")
+        if backoff_initial < 0 or backoff_max < backoff_initial:
+            raise ValueError("need 0 <= backoff_initial <= backoff_max")
+        if commands is None:
+            table = launcher_table(workdir)
+            unknown = [name for name in services if name not in table]
+            if unknown:
+                raise ValueError(
+                    f"unknown service {unknown[0]!r}; known: {', '.join(sorted(table))}"
+                )
+            commands = {name: ["-m", table[name]] for name in services}
+        missing = [name for name in services if name not in commands]
+        if missing:
+            raise ValueError(f"no command for service {missing[0]!r}")
+        if len(set(services)) != len(services):
+            raise ValueError("a service is listed twice")
+        self.env = {**os.environ, **env}
+        self.workdir = workdir
+        self.log_dir = log_dir
+        self.max_restarts = max_restarts
+        self.start_limit_interval = start_limit_interval
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.python = python
+        self._children = {
+            name: _Child(name, [python, *commands[name]]) for name in services
+        }
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._signalled = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn every service and the monitor thread; returns at once."""
+        if self._monitor is not None:
+            raise RuntimeError("supervisor already started")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            for child in self._children.values():
+                self._spawn(child)
+        self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._monitor.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every child, wait up to ``timeout`` seconds, SIGKILL the rest."""
+        self._stopping.set()
+        if self._monitor is not None and self._monitor is not threading.current_thread():
+            self._monitor.join()
+        with self._lock:
+            children = list(self._children.values())
+            for child in children:
+                child.restart_at = None
+                if child.alive:
+                    _signal(child, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in children:
+            if child.process is None:
+                continue
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                child.process.wait(remaining)
+            except subprocess.TimeoutExpired:
+                log.warning("did not stop in time; killing", service=child.name,
+                            pid=child.process.pid, timeout=timeout)
+                _signal(child, signal.SIGKILL)
+                child.process.wait()
+        with self._lock:
+            for child in children:
+                self._reap(child)
+                if child.log_file is not None:
+                    child.log_file.close()
+                    child.log_file = None
+        self._stopped.set()
+
+    def status(self) -> list[ProcessStatus]:
+        """A snapshot of every service, in the order they were named."""
+        with self._lock:
+            return [
+                ProcessStatus(
+                    name=child.name,
+                    pid=child.process.pid if child.process is not None else None,
+                    alive=child.alive,
+                    restarts=child.restarts,
+                    last_exit=child.last_exit,
+                    gave_up=child.gave_up,
+                )
+                for child in self._children.values()
+            ]
+
+    def wait(self) -> None:
+        """Block until :meth:`stop`, SIGTERM/SIGINT (which stop the children) or nothing is
+        left to supervise (every child finished or was given up on)."""
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            while not self._stopped.is_set() and not self._signalled.is_set():
+                if self._monitor is not None and not self._monitor.is_alive():
+                    break
+                self._stopped.wait(0.2)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if self._signalled.is_set() and not self._stopped.is_set():
+            log.info("signal received; stopping services")
+            self.stop()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signalled.set()
+
+    def _spawn(self, child: _Child) -> None:
+        if child.log_file is None and self.log_dir is not None:
+            child.log_file = (self.log_dir / f"{child.name}.log").open("ab")
+        output = child.log_file if child.log_file is not None else None
+        # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which then
+        # stops the children in order, and a signal reaches a child's own subprocesses too.
+        child.process = subprocess.Popen(
+            child.argv, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=output, stderr=output, start_new_session=True,
+        )
+        log.info("started", service=child.name, pid=child.process.pid)
+
+    def _watch(self) -> None:
+        """The monitor thread: notice exits, schedule and perform restarts."""
+        while not self._stopping.is_set():
+            pending = False
+            with self._lock:
+                now = time.monotonic()
+                for child in self._children.values():
+                    if self._stopping.is_set():
+                        break
+                    self._check(child, now)
+                    pending = pending or child.alive or child.restart_at is not None
+            if not pending:
+                log.info("no service left to supervise")
+                return
+            self._stopping.wait(_POLL_SECONDS)
+
+    def _check(self, child: _Child, now: float) -> None:
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                child.restart_at = None
+                child.restarts += 1
+                child.recent_restarts.append(now)
+                self._spawn(child)
+            return
+        code = self._reap(child)
+        if code is None:
+            return
+        if code == 0:
+            log.info("exited cleanly; not restarted", service=child.name)
+            return
+        if code == EX_CONFIG:
+            child.gave_up = True
+            log.error("bad settings (exit 78); not restarted", service=child.name,
+                      log=self._log_path(child))
+            return
+        while child.recent_restarts and now - child.recent_restarts[0] > self.start_limit_interval:
+            child.recent_restarts.popleft()
+        if len(child.recent_restarts) >= self.max_restarts:
+            child.gave_up = True
+            log.error("restart limit reached; giving up", service=child.name, exit_code=code,
+                      restarts=len(child.recent_restarts),
+                      interval_s=self.start_limit_interval, log=self._log_path(child))
+            return
+        delay = min(self.backoff_initial * 2 ** len(child.recent_restarts), self.backoff_max)
+        child.restart_at = now + delay
+        log.warning("exited; restarting after back-off", service=child.name, exit_code=code,
+                    delay_s=delay)
+
+    def _reap(self, child: _Child) -> int | None:
+        """Record the exit code of a finished process and drop it; None if none finished."""
+        if child.process is None:
+            return None
+        code = child.process.poll()
+        if code is None:
+            return None
+        child.last_exit = code
+        child.process = None
+        return code
+
+    def _log_path(self, child: _Child) -> str | None:
+        return str(self.log_dir / f"{child.name}.log") if self.log_dir is not None else None
+
+
+def _signal(child: _Child, signum: int) -> None:
+    """Signal the child's whole session (it runs in one of its own), tolerating a race."""
+    if child.process is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.process.pid, signum)

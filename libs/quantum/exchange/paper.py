@@ -1,0 +1,317 @@
+"""The paper exchange: USDⓈ-M futures economics, deterministic, in event time.
+
+* An entry order is acknowledged at once and filled at the **open of the next tick** of its
+  symbol (the first tick later than the bar that produced it), with adverse slippage and
+  the taker fee. It is rejected (Binance code -2019) when free margin cannot cover it.
+* A reduce-only exit fills at the price it names (the level the exit-brain saw touched):
+  take-profits as limit orders without slippage, everything else as market orders with it.
+* Funding is charged at each settlement a tick carries: ``quantity × mark × rate``, paid by
+  longs and received by shorts when the rate is positive.
+* Isolated margin: ``margin = notional / leverage``; the liquidation price is where the
+  loss eats the margin down to the maintenance margin; a tick through it liquidates.
+* One position per symbol (one-way mode). ``balance`` is the wallet: initial balance plus
+  realised PnL minus fees and funding; ``equity`` adds unrealised PnL.
+
+Every figure a closed trade reports (fees, funding, PnL) is counted once, on that trade, so
+``final balance = initial balance + Σ net PnL`` holds exactly up to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from quantum.contracts.events import (
+    ExecutionReport,
+    ExitPlan,
+    HarvestIntent,
+    OrderRequest,
+    PortfolioState,
+    PositionView,
+    Tick,
+    TradeClosed,
+)
+
+DUST = 1e-9  # a remaining quantity below this share of the original closes the position
+MARGIN_INSUFFICIENT = -2019
+REDUCE_ONLY_REJECTED = -2022
+
+
+@dataclass
+class PendingOrder:
+    order: dict[str, Any]  # OrderRequest as JSON-able dict
+    submitted_ts: int
+
+
+@dataclass
+class Position:
+    position_id: str
+    symbol: str
+    side: str
+    quantity: float
+    initial_quantity: float
+    entry_price: float
+    leverage: int
+    opened_ts: int
+    stop_distance: float
+    exit_plan: dict[str, Any] | None
+    fees: float = 0.0
+    funding: float = 0.0
+    realised: float = 0.0
+    exit_value: float = 0.0  # Σ price × quantity of exits
+    exit_quantity: float = 0.0
+    mark_price: float = 0.0
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.side == "LONG" else -1.0
+
+    @property
+    def notional(self) -> float:
+        return self.quantity * self.mark_price
+
+    @property
+    def margin(self) -> float:
+        return self.quantity * self.entry_price / self.leverage
+
+    def unrealised(self) -> float:
+        return self.sign * (self.mark_price - self.entry_price) * self.quantity
+
+
+@dataclass
+class PaperExchange:
+    initial_balance: float
+    taker_fee: float
+    slippage_bps: float
+    maintenance_margin_rate: float
+    balance: float = 0.0
+    realised_pnl: float = 0.0
+    fees_paid: float = 0.0
+    funding_paid: float = 0.0
+    positions: dict[str, Position] = field(default_factory=dict)  # by symbol
+    pending: dict[str, list[PendingOrder]] = field(default_factory=dict)  # by symbol
+    last_tick_ts: dict[str, int] = field(default_factory=dict)
+    last_price: dict[str, float] = field(default_factory=dict)
+    seen_orders: list[str] = field(default_factory=list)
+    clock_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.balance == 0.0 and not self.positions:
+            self.balance = self.initial_balance
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["positions"] = {s: asdict(p) for s, p in self.positions.items()}
+        data["pending"] = {s: [asdict(o) for o in orders] for s, orders in self.pending.items()}
+        return data
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> PaperExchange:
+        data = dict(data)
+        positions = {s: Position(**p) for s, p in data.pop("positions").items()}
+        pending = {s: [PendingOrder(**o) for o in orders] for s, orders in data.pop("pending").items()}
+        return cls(**data, positions=positions, pending=pending)
+
+    # --- orders ---------------------------------------------------------------------------
+
+    def _slip(self, price: float, side: str) -> float:
+        factor = self.slippage_bps / 10_000
+        return price * (1 + factor) if side == "BUY" else price * (1 - factor)
+
+    def liquidation_price(self, position: Position) -> float:
+        move = 1.0 / position.leverage - self.maintenance_margin_rate
+        return max(0.0, position.entry_price * (1 - position.sign * move))
+
+    def used_margin(self) -> float:
+        return sum(p.margin for p in self.positions.values())
+
+    def equity(self) -> float:
+        return self.balance + sum(p.unrealised() for p in self.positions.values())
+
+    def submit(self, order: OrderRequest, ts: int) -> list[ExecutionReport]:
+        """Queue an entry order for the next tick; duplicates (same client id) are ignored."""
+        if order.client_order_id in self.seen_orders:
+            return []
+        self.seen_orders.append(order.client_order_id)
+        del self.seen_orders[:-500]
+        self.clock_ms = max(self.clock_ms, ts)
+        self.pending.setdefault(order.symbol, []).append(
+            PendingOrder(order.model_dump(mode="json"), order.bar_time)
+        )
+        return [self._report("ack", order, None, 0.0, 0.0, 0.0, ts, reason=order.reason)]
+
+    def _report(self, kind: str, order: OrderRequest, position: Position | None, quantity: float,
+                price: float, fee: float, ts: int, *, reason: str, code: int | None = None,
+                message: str | None = None) -> ExecutionReport:
+        return ExecutionReport(
+            kind=kind, client_order_id=order.client_order_id, plan_id=order.plan_id,  # type: ignore[arg-type]
+            symbol=order.symbol, side=order.side, position_side=order.position_side,
+            position_id=position.position_id if position else None, quantity=quantity,
+            price=price, fee=fee, reduce_only=order.reduce_only, reason=reason, code=code,
+            message=message, ts=ts, exit_plan=order.exit_plan if kind == "fill" else None,
+            position_quantity=position.quantity if position else 0.0,
+            liquidation_price=self.liquidation_price(position) if position else 0.0,
+        )
+
+    def _fill_entry(self, pending: PendingOrder, tick: Tick) -> list[ExecutionReport]:
+        order = OrderRequest.model_validate(pending.order)
+        price = self._slip(tick.open, order.side)
+        notional = order.quantity * price
+        fee = notional * self.taker_fee
+        free = self.equity() - self.used_margin()
+        if notional / order.leverage + fee > free:
+            return [self._report("reject", order, None, 0.0, 0.0, 0.0, tick.ts, reason="entry",
+                                 code=MARGIN_INSUFFICIENT, message="Margin is insufficient.")]
+        if order.symbol in self.positions:
+            return [self._report("reject", order, None, 0.0, 0.0, 0.0, tick.ts, reason="entry",
+                                 code=REDUCE_ONLY_REJECTED, message="position already open")]
+        plan: ExitPlan | None = order.exit_plan
+        stop_distance = abs(order.reference_price - plan.stop_loss) if plan else 0.0
+        position = Position(
+            position_id=order.plan_id, symbol=order.symbol, side=order.position_side,
+            quantity=order.quantity, initial_quantity=order.quantity, entry_price=price,
+            leverage=order.leverage, opened_ts=tick.ts, stop_distance=stop_distance,
+            exit_plan=plan.model_dump(mode="json") if plan else None, fees=fee, mark_price=price,
+        )
+        self.positions[order.symbol] = position
+        self.balance -= fee
+        self.fees_paid += fee
+        return [self._report("fill", order, position, order.quantity, price, fee, tick.ts,
+                             reason="entry")]
+
+    def on_tick(self, tick: Tick) -> tuple[list[ExecutionReport], list[TradeClosed], bool]:
+        """Fill queued orders, settle funding, liquidate, mark to market.
+
+        Returns the reports, the trades closed, and whether balances changed (fills,
+        funding, liquidation) so the caller can publish the portfolio."""
+        if tick.ts <= self.last_tick_ts.get(tick.symbol, -1):
+            return [], [], False  # a redelivered or out-of-order tick: already applied
+        self.last_tick_ts[tick.symbol] = tick.ts
+        self.last_price[tick.symbol] = tick.close
+        self.clock_ms = max(self.clock_ms, tick.ts)
+        reports: list[ExecutionReport] = []
+        closed: list[TradeClosed] = []
+        changed = False
+        waiting = self.pending.pop(tick.symbol, [])
+        for pending in waiting:
+            if pending.submitted_ts >= tick.ts:
+                self.pending.setdefault(tick.symbol, []).append(pending)
+                continue
+            reports.extend(self._fill_entry(pending, tick))
+            changed = True
+        position = self.positions.get(tick.symbol)
+        if position is None:
+            return reports, closed, changed
+        if tick.funding_rate is not None:
+            mark = tick.mark_price or tick.close
+            payment = position.sign * position.quantity * mark * tick.funding_rate
+            position.funding += payment
+            self.balance -= payment
+            self.funding_paid += payment
+            changed = True
+        liquidation = self.liquidation_price(position)
+        breached = tick.low <= liquidation if position.side == "LONG" else tick.high >= liquidation
+        if breached:
+            result = self._reduce(position, 1.0, liquidation, tick.ts, "liquidation", slip=False)
+            reports.append(result[0])
+            closed.extend(result[1])
+            return reports, closed, True
+        position.mark_price = tick.mark_price or tick.close
+        return reports, closed, changed
+
+    def _reduce(self, position: Position, fraction: float, price: float, ts: int, reason: str,
+                *, slip: bool, client_order_id: str | None = None) -> tuple[ExecutionReport, list[TradeClosed]]:
+        side = "SELL" if position.side == "LONG" else "BUY"
+        fill_price = self._slip(price, side) if slip else price
+        quantity = position.quantity * fraction
+        if position.quantity - quantity <= position.initial_quantity * DUST:
+            quantity = position.quantity
+        pnl = position.sign * (fill_price - position.entry_price) * quantity
+        fee = quantity * fill_price * self.taker_fee
+        position.quantity -= quantity
+        position.realised += pnl
+        position.fees += fee
+        position.exit_value += fill_price * quantity
+        position.exit_quantity += quantity
+        position.mark_price = fill_price
+        self.balance += pnl - fee
+        self.realised_pnl += pnl
+        self.fees_paid += fee
+        order = OrderRequest(
+            client_order_id=client_order_id or f"qx-{position.position_id.replace('-', '')[:20]}-{ts}",
+            plan_id=position.position_id, symbol=position.symbol, side=side,  # type: ignore[arg-type]
+            position_side=position.side, quantity=quantity, reference_price=price,  # type: ignore[arg-type]
+            leverage=position.leverage, reduce_only=True, reason=reason, bar_time=ts,
+        )
+        report = self._report("fill", order, position, quantity, fill_price, fee, ts, reason=reason)
+        trades: list[TradeClosed] = []
+        if position.quantity <= 0:
+            del self.positions[position.symbol]
+            trades.append(self._closed(position, ts, reason))
+        return report, trades
+
+    def _closed(self, position: Position, ts: int, reason: str) -> TradeClosed:
+        net = position.realised - position.fees - position.funding
+        risk = position.initial_quantity * position.stop_distance
+        return TradeClosed(
+            trade_id=position.position_id, symbol=position.symbol, side=position.side,  # type: ignore[arg-type]
+            quantity=position.initial_quantity, entry_price=position.entry_price,
+            exit_price=position.exit_value / position.exit_quantity,
+            entry_ts=position.opened_ts, exit_ts=ts, gross_pnl=position.realised,
+            fees=position.fees, funding=position.funding, net_pnl=net,
+            r_multiple=net / risk if risk > 0 else None, exit_reason=reason,
+            holding_seconds=max(0.0, (ts - position.opened_ts) / 1000), leverage=position.leverage,
+        )
+
+    def harvest(self, intent: HarvestIntent) -> tuple[list[ExecutionReport], list[TradeClosed]]:
+        """Reduce-only exit; ignored (reported as a reject) when the position is gone."""
+        self.clock_ms = max(self.clock_ms, intent.ts)
+        position = self.positions.get(intent.symbol)
+        if position is None or position.position_id != intent.position_id:
+            order = OrderRequest(
+                client_order_id=f"qx-{intent.harvest_id.replace('-', '')[:32]}",
+                plan_id=intent.position_id, symbol=intent.symbol,
+                side="SELL" if intent.side == "LONG" else "BUY", position_side=intent.side,
+                quantity=1.0, reference_price=intent.price, leverage=1, reduce_only=True,
+                reason=intent.reason, bar_time=intent.ts,
+            )
+            return [self._report("reject", order, None, 0.0, 0.0, 0.0, intent.ts,
+                                 reason=intent.reason, code=REDUCE_ONLY_REJECTED,
+                                 message="no such open position")], []
+        slip = not intent.reason.startswith("take_profit")
+        report, trades = self._reduce(position, intent.fraction, intent.price, intent.ts,
+                                      intent.reason, slip=slip,
+                                      client_order_id=f"qx-{intent.harvest_id.replace('-', '')[:32]}")
+        return [report], trades
+
+    def cancel_all(self, ts: int) -> list[ExecutionReport]:
+        reports = []
+        for orders in self.pending.values():
+            for pending in orders:
+                order = OrderRequest.model_validate(pending.order)
+                reports.append(self._report("cancel", order, None, 0.0, 0.0, 0.0, ts,
+                                            reason="end_of_data"))
+        self.pending.clear()
+        return reports
+
+    def portfolio(self) -> PortfolioState:
+        views = tuple(
+            PositionView(
+                position_id=p.position_id, symbol=p.symbol, side=p.side,  # type: ignore[arg-type]
+                quantity=p.quantity, entry_price=p.entry_price, mark_price=p.mark_price,
+                leverage=p.leverage, margin=p.margin, liquidation_price=self.liquidation_price(p),
+                unrealised_pnl=p.unrealised(), opened_ts=p.opened_ts,
+            )
+            for p in sorted(self.positions.values(), key=lambda p: p.symbol)
+        )
+        unrealised = sum(v.unrealised_pnl for v in views)
+        return PortfolioState(
+            ts=self.clock_ms, balance=self.balance, equity=self.balance + unrealised,
+            unrealised_pnl=unrealised, realised_pnl=self.realised_pnl, fees_paid=self.fees_paid,
+            funding_paid=self.funding_paid,
+            gross_exposure=sum(abs(p.notional) for p in self.positions.values()),
+            net_exposure=sum(p.sign * p.notional for p in self.positions.values()),
+            positions=views, pending_orders=sum(len(v) for v in self.pending.values()),
+        )

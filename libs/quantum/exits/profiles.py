@@ -1,0 +1,56 @@
+"""Exit profiles: how a plan's stop, take-profit ladder, trailing and time stop are set.
+
+Levels are in R, the stop distance: a LONG entered at P with stop distance d has its stop
+at P − d and a take-profit at k·R at P + k·d.
+
+* ``DEFAULT``: stop 1R; ladder 40 % at 1R, 40 % at 1.5R, the last 20 % rides a 2×ATR
+  trailing stop (armed after the first take-profit), with the stop moved to break-even
+  after the first take-profit.
+* ``CHALLENGE_100``: stop 1.5R at most; 30 % at 1R, 70 % at 2R; break-even after TP1;
+  time stop 2 h; emergency close within 1 % of the liquidation price.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quantum.contracts.events import Direction, ExitPlan, TakeProfit
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    ladder: tuple[tuple[float, float], ...]  # (R multiple, share of the original quantity)
+    stop_r: float = 1.0
+    trailing_atr_multiple: float | None = None
+    time_stop_seconds: int | None = None
+    liquidation_buffer_pct: float = 0.01
+
+
+PROFILES: dict[str, Profile] = {
+    "DEFAULT": Profile("DEFAULT", ladder=((1.0, 0.4), (1.5, 0.4)), trailing_atr_multiple=2.0),
+    "CHALLENGE_100": Profile("CHALLENGE_100", ladder=((1.0, 0.3), (2.0, 0.7)), stop_r=1.5,
+                             time_stop_seconds=7200),
+}
+
+
+def exit_plan(profile_name: str, side: Direction, entry: float, stop_distance: float,
+              atr: float) -> ExitPlan:
+    """Levels for a position entered near ``entry`` with 1R = ``stop_distance``."""
+    profile = PROFILES[profile_name]
+    sign = 1.0 if side == "LONG" else -1.0
+    stop = entry - sign * profile.stop_r * stop_distance
+    take_profits = tuple(
+        TakeProfit(price=entry + sign * r * stop_distance, fraction=share)
+        for r, share in profile.ladder
+    )
+    return ExitPlan(
+        profile=profile.name,
+        stop_loss=stop,
+        take_profits=take_profits,
+        break_even_after_first_tp=True,
+        trailing_atr_multiple=profile.trailing_atr_multiple,
+        time_stop_seconds=profile.time_stop_seconds,
+        liquidation_buffer_pct=profile.liquidation_buffer_pct,
+        atr=atr,
+    )

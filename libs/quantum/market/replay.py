@@ -1,0 +1,221 @@
+"""Replay of kline files as market events, identical in shape to the live source's.
+
+For every bar time (a *step*) the source publishes, per symbol, a ``market.tick`` carrying
+the bar (open/high/low/close, mark price, and the funding rate when a funding settlement
+falls at the bar's close) and a ``market.kline``. Replay runs in event time, so the
+outcome is the same at any speed:
+
+* **Phase A** (ticks) lets execution fill orders queued on the previous bar and the
+  exit-brain act on open positions; the source then waits for the fleet to drain.
+* **Phase B** (klines) drives features → ai-engine → sizing → risk → apply-layer, whose
+  orders queue for the next bar; again the source waits for the fleet to drain.
+
+When no position is open and no order is queued, phase A can change nothing that phase B
+reads, so both are published together behind one barrier. After the last step an
+``market.end_of_data`` event lets the exit-brain close what is still open.
+
+The barrier also bounds the streams: nothing is published while the fleet is behind.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+import structlog
+
+from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.runner import publish
+from quantum.bus.streams import StreamSpec
+from quantum.contracts.events import EndOfData, Kline, Tick
+from quantum.contracts.streams import MARKET_KLINES, MARKET_TICK
+from quantum.replay.barrier import Barrier
+from quantum.replay.data import INTERVAL_MS, SymbolData, load_symbol, mark_at
+
+log = structlog.get_logger(component="replay")
+
+
+def kline_event(
+    symbol: str, interval: str, open_time: int, bar: Sequence[float], source: str, origin: str
+) -> Envelope[Any]:
+    close_time = open_time + INTERVAL_MS[interval] - 1
+    payload = Kline(
+        symbol=symbol, interval=interval, open_time=open_time, close_time=close_time,
+        open=bar[0], high=bar[1], low=bar[2], close=bar[3], volume=bar[4], source=origin,  # type: ignore[arg-type]
+    )
+    return new_envelope(payload, ts=close_time, source=source, key=f"{symbol}:{interval}:{open_time}")
+
+
+def tick_event(
+    symbol: str, ts: int, bar: Sequence[float], source: str, origin: str,
+    mark_price: float | None = None, funding_rate: float | None = None,
+) -> Envelope[Any]:
+    payload = Tick(
+        symbol=symbol, ts=ts, open=bar[0], high=bar[1], low=bar[2], close=bar[3],
+        mark_price=mark_price, funding_rate=funding_rate, source=origin,  # type: ignore[arg-type]
+    )
+    return new_envelope(payload, ts=ts, source=source, key=f"{symbol}:{ts}")
+
+
+@dataclass(frozen=True)
+class Step:
+    open_time: int
+    ticks: list[tuple[StreamSpec, Envelope[Any]]]
+    klines: list[tuple[StreamSpec, Envelope[Any]]]
+
+
+class ReplaySource:
+    """Steps through the data of several symbols in event time."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        symbols: Sequence[str],
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        interval: str = "5m",
+        source_name: str = "market-publisher",
+    ) -> None:
+        if not symbols:
+            raise ValueError("no symbols to replay")
+        self.interval = interval
+        self.source_name = source_name
+        self.data: dict[str, SymbolData] = {
+            s: load_symbol(data_dir, s, start_ms=start_ms, end_ms=end_ms, interval=interval)
+            for s in sorted(symbols)
+        }
+        empty = [s for s, d in self.data.items() if d.open_time.size == 0]
+        if empty:
+            raise ValueError(f"no bars in the requested range for {', '.join(empty)}")
+        self.times = np.unique(np.concatenate([d.open_time for d in self.data.values()]))
+        self._index = {s: {int(t): i for i, t in enumerate(d.open_time)} for s, d in self.data.items()}
+
+    @property
+    def total_klines(self) -> int:
+        return sum(int(d.open_time.size) for d in self.data.values())
+
+    def step(self, open_time: int) -> Step:
+        step_ms = INTERVAL_MS[self.interval]
+        ticks: list[tuple[StreamSpec, Envelope[Any]]] = []
+        klines: list[tuple[StreamSpec, Envelope[Any]]] = []
+        for symbol, data in self.data.items():
+            i = self._index[symbol].get(open_time)
+            if i is None:
+                continue
+            bar = data.ohlcv[i].tolist()
+            close_time = open_time + step_ms - 1
+            funding = data.funding.get(open_time + step_ms)
+            ticks.append((MARKET_TICK, tick_event(
+                symbol, close_time, bar, self.source_name, "replay",
+                mark_price=mark_at(data, close_time), funding_rate=funding,
+            )))
+            klines.append((MARKET_KLINES, kline_event(
+                symbol, self.interval, open_time, bar, self.source_name, "replay"
+            )))
+        return Step(open_time, ticks, klines)
+
+    def end_event(self) -> Envelope[Any]:
+        last = int(self.times[-1]) + INTERVAL_MS[self.interval] - 1
+        payload = EndOfData(symbols=tuple(self.data), last_ts=last)
+        return new_envelope(payload, ts=last, source=self.source_name, key=f"end:{last}")
+
+
+@dataclass
+class ReplayStats:
+    steps: int = 0
+    klines: int = 0
+    merged_steps: int = 0
+    barrier_waits: int = 0
+    barrier_seconds: float = 0.0
+    publish_seconds: float = 0.0
+
+
+def needs_tick_phase(client: redis.Redis, portfolio_key: str) -> bool:
+    """True when a position is open or an order is queued (phase A can change state)."""
+    raw = client.get(portfolio_key)
+    if raw is None:
+        return False
+    state = orjson.loads(raw)
+    return bool(state.get("positions")) or bool(state.get("pending_orders"))
+
+
+def drive(
+    source: ReplaySource,
+    client: redis.Redis,
+    barrier: Barrier,
+    *,
+    portfolio_key: str,
+    state_key: str,
+    speed: float | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    barrier_timeout: float = 120.0,
+) -> ReplayStats:
+    """Publish every step behind the barrier; resume after the last completed step."""
+    stats = ReplayStats()
+    total = source.total_klines
+    resume_after = -1
+    raw = client.get(state_key)
+    if raw is not None:
+        previous = orjson.loads(raw)
+        if previous.get("status") == "done":
+            log.info("replay already complete")
+            return stats
+        resume_after = int(previous.get("last_open_time", -1))
+        stats.klines = int(previous.get("klines_done", 0))
+    barrier.wait(barrier_timeout)  # every consumer group exists and is idle
+    wall_start = time.monotonic()
+    first_time = int(source.times[0])
+    for open_time in source.times.tolist():
+        if stop is not None and stop.is_set():
+            break
+        if open_time <= resume_after:
+            continue
+        step = source.step(open_time)
+        if speed is not None:
+            due = wall_start + (open_time - first_time) / 1000.0 / speed
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        started = time.perf_counter()
+        if needs_tick_phase(client, portfolio_key):
+            publish(client, step.ticks)
+            stats.publish_seconds += time.perf_counter() - started
+            barrier.wait(barrier_timeout)
+            started = time.perf_counter()
+            publish(client, step.klines)
+            stats.barrier_waits += 1
+        else:
+            publish(client, step.ticks + step.klines)
+            stats.merged_steps += 1
+        stats.publish_seconds += time.perf_counter() - started
+        barrier.wait(barrier_timeout)
+        stats.barrier_waits += 1
+        stats.steps += 1
+        stats.klines += len(step.klines)
+        client.set(state_key, orjson.dumps({
+            "status": "running", "last_open_time": open_time, "klines_done": stats.klines,
+            "klines_total": total,
+        }))
+        if progress is not None:
+            progress(stats.klines, total)
+    if stop is None or not stop.is_set():
+        publish(client, [(MARKET_TICK, source.end_event())])
+        barrier.wait(barrier_timeout)
+        stats.barrier_seconds = barrier.wait_seconds
+        client.set(state_key, orjson.dumps({
+            "status": "done", "last_open_time": int(source.times[-1]), "klines_done": stats.klines,
+            "klines_total": total, "steps": stats.steps, "merged_steps": stats.merged_steps,
+            "barrier_checks": barrier.checks, "barrier_seconds": stats.barrier_seconds,
+            "publish_seconds": stats.publish_seconds,
+        }))
+    stats.barrier_seconds = barrier.wait_seconds
+    return stats

@@ -1,0 +1,41 @@
+"""Liveness: the heartbeat key other services and operators read, and the systemd watchdog."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import orjson
+import redis
+
+from quantum.observability.systemd import Notifier
+
+HEARTBEAT_PREFIX = "quantum:heartbeat:"
+
+
+def heartbeat_key(service: str) -> str:
+    return HEARTBEAT_PREFIX + service
+
+
+class Beacon:
+    """``beat()`` each loop turn: pings the watchdog and, once a second, refreshes
+    ``quantum:heartbeat:<service>`` (JSON: service, consumer, pid, host, ts) with a TTL."""
+
+    def __init__(self, client: redis.Redis, service: str, consumer: str, ttl_s: int) -> None:
+        self.client = client
+        self.key = heartbeat_key(service)
+        self.ttl_s = ttl_s
+        self.notifier = Notifier()
+        self._beat = {"service": service, "consumer": consumer, "pid": os.getpid(),
+                      "host": socket.gethostname(), "ts": 0.0}
+        self._last = 0.0
+
+    def beat(self, force: bool = False) -> None:
+        self.notifier.watchdog()
+        now = time.time()
+        if not force and now - self._last < 1.0:
+            return
+        self._last = now
+        self._beat["ts"] = now
+        self.client.set(self.key, orjson.dumps(self._beat), ex=self.ttl_s)

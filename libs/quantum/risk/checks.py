@@ -1,0 +1,142 @@
+"""Pre-trade checks: one small function each, named by the reason code it returns.
+
+A check gets the plan and a :class:`RiskContext` and returns ``None`` (pass) or its reason
+code. The governor runs every check and rejects with all failing codes, so an operator sees
+every reason at once, not only the first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from quantum.contracts.events import Plan, PortfolioState
+
+DAY_MS = 86_400_000
+WEEK_MS = 7 * DAY_MS
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_position_margin_usd: float
+    max_leverage: int
+    min_notional_usd: float
+    max_concurrent_positions: int
+    max_gross_exposure: float
+    min_confidence: float
+    cooldown_seconds: int
+    max_data_age_seconds: int
+    daily_drawdown_limit: float
+    weekly_drawdown_limit: float
+    universe: frozenset[str]
+
+
+@dataclass
+class Approval:
+    symbol: str
+    bar_time: int
+    notional: float
+
+
+@dataclass
+class RiskContext:
+    limits: Limits
+    portfolio: PortfolioState
+    pending: dict[str, Approval] = field(default_factory=dict)  # approved, not yet filled
+    last_approval_ms: dict[str, int] = field(default_factory=dict)
+    latest_event_ms: int = 0
+    day_start_equity: float = 0.0
+    week_start_equity: float = 0.0
+
+
+Check = Callable[[Plan, RiskContext], str | None]
+
+
+def symbol_not_in_universe(plan: Plan, ctx: RiskContext) -> str | None:
+    universe = ctx.limits.universe
+    return "symbol_not_in_universe" if universe and plan.symbol not in universe else None
+
+
+def min_confidence(plan: Plan, ctx: RiskContext) -> str | None:
+    return "min_confidence" if plan.confidence < ctx.limits.min_confidence else None
+
+
+def leverage_cap(plan: Plan, ctx: RiskContext) -> str | None:
+    return "leverage_cap" if plan.leverage > ctx.limits.max_leverage else None
+
+
+def max_position_margin(plan: Plan, ctx: RiskContext) -> str | None:
+    margin = plan.notional / plan.leverage
+    return "max_position_margin" if margin > ctx.limits.max_position_margin_usd else None
+
+
+def min_notional(plan: Plan, ctx: RiskContext) -> str | None:
+    return "min_notional" if plan.notional < ctx.limits.min_notional_usd else None
+
+
+def position_open(plan: Plan, ctx: RiskContext) -> str | None:
+    held = {p.symbol for p in ctx.portfolio.positions}
+    held.update(a.symbol for a in ctx.pending.values())
+    return "position_open" if plan.symbol in held else None
+
+
+def max_concurrent_positions(plan: Plan, ctx: RiskContext) -> str | None:
+    count = len(ctx.portfolio.positions) + len(ctx.pending)
+    return "max_concurrent_positions" if count >= ctx.limits.max_concurrent_positions else None
+
+
+def max_gross_exposure(plan: Plan, ctx: RiskContext) -> str | None:
+    equity = ctx.portfolio.equity
+    if equity <= 0:
+        return "max_gross_exposure"
+    gross = ctx.portfolio.gross_exposure + sum(a.notional for a in ctx.pending.values())
+    return "max_gross_exposure" if (gross + plan.notional) / equity > ctx.limits.max_gross_exposure else None
+
+
+def cooldown(plan: Plan, ctx: RiskContext) -> str | None:
+    last = ctx.last_approval_ms.get(plan.symbol)
+    if last is None:
+        return None
+    return "cooldown" if plan.bar_time - last < ctx.limits.cooldown_seconds * 1000 else None
+
+
+def stale_data(plan: Plan, ctx: RiskContext) -> str | None:
+    age_ms = ctx.latest_event_ms - plan.bar_time
+    return "stale_data" if age_ms > ctx.limits.max_data_age_seconds * 1000 else None
+
+
+def daily_drawdown(plan: Plan, ctx: RiskContext) -> str | None:
+    start = ctx.day_start_equity
+    if start <= 0:
+        return None
+    drawdown = 1 - ctx.portfolio.equity / start
+    return "daily_drawdown" if drawdown >= ctx.limits.daily_drawdown_limit else None
+
+
+def weekly_drawdown(plan: Plan, ctx: RiskContext) -> str | None:
+    start = ctx.week_start_equity
+    if start <= 0:
+        return None
+    drawdown = 1 - ctx.portfolio.equity / start
+    return "weekly_drawdown" if drawdown >= ctx.limits.weekly_drawdown_limit else None
+
+
+def finite_plan(plan: Plan, ctx: RiskContext) -> str | None:
+    values = (plan.quantity, plan.notional, plan.reference_price, plan.exit_plan.stop_loss)
+    return None if all(math.isfinite(v) and v > 0 for v in values) else "invalid_plan"
+
+
+CHECKS: dict[str, Check] = {
+    check.__name__: check
+    for check in (
+        finite_plan, symbol_not_in_universe, min_confidence, leverage_cap, max_position_margin,
+        min_notional, position_open, max_concurrent_positions, max_gross_exposure, cooldown,
+        stale_data, daily_drawdown, weekly_drawdown,
+    )
+}
+
+
+def evaluate(plan: Plan, ctx: RiskContext, checks: dict[str, Check] = CHECKS) -> tuple[str, ...]:
+    """Every failing check's reason code, in declaration order; empty means approve."""
+    return tuple(reason for check in checks.values() if (reason := check(plan, ctx)) is not None)

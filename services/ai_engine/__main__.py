@@ -1,0 +1,9 @@
+"""ai-engine entry point."""
+
+from quantum.app import run_service
+from services.ai_engine.config import Settings
+from services.ai_engine.service import NAME, AiEngine
+
+if __name__ == "__main__":
+    run_service(NAME, Settings, lambda s, client: AiEngine(s.min_confidence, s.bias_window,
+                                                           s.bias_threshold))

@@ -1,0 +1,84 @@
+"""apply-layer: the only producer of entry orders.
+
+An approved plan becomes an order only when (1) the approval is fresh, (2) the
+risk-governor is alive (its heartbeat key exists), and (3) the plan was not applied
+before. Anything else is refused and counted: fail closed. Exits never pass here (the
+exit-brain's reduce-only harvests go straight to execution), so they are never blocked.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+import structlog
+from prometheus_client import Counter
+
+from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.runner import Outbox, ServiceBase
+from quantum.contracts.events import OrderRequest, RiskDecision
+from quantum.contracts.streams import APPLY_RESULT
+from quantum.observability.heartbeat import heartbeat_key
+from quantum.registry.fleet import APPLY_KEY
+from services.apply_layer.config import Settings
+
+NAME = "apply-layer"
+KEEP_PLAN_IDS = 50_000
+log = structlog.get_logger(service=NAME)
+
+ORDERS = Counter("quantum_apply_orders_total", "Entry orders released", ["side"])
+REFUSED = Counter("quantum_apply_refused_total", "Approved plans refused", ["reason"])
+
+
+def client_order_id(plan_id: str) -> str:
+    """Binance allows 36 chars of ``[.A-Z:/a-z0-9_-]``; same plan → same id → no double order."""
+    return "qt-" + plan_id.replace("-", "")[:32]
+
+
+class ApplyLayer(ServiceBase):
+    name = NAME
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.client = client
+        self.max_age_ms = settings.approval_max_age_seconds * 1000
+        self.event_clock = settings.clock == "event"
+        self.applied: set[str] = set()
+        self.latest_event_ms = 0
+
+    def restore(self, client: redis.Redis) -> None:
+        self.applied = {m.decode() for m in client.zrange(APPLY_KEY, 0, -1)}
+
+    def refusal(self, decision: RiskDecision, now_ms: int) -> str | None:
+        if decision.plan_id in self.applied:
+            return "duplicate_plan"
+        if now_ms - decision.plan.bar_time > self.max_age_ms:
+            return "stale_approval"
+        if not self.client.exists(heartbeat_key("risk-governor")):
+            return "governor_down"
+        return None
+
+    def handle(self, event: Envelope[Any], out: Outbox) -> None:
+        decision: RiskDecision = event.payload
+        if not decision.approved:
+            return
+        self.latest_event_ms = max(self.latest_event_ms, event.ts)
+        now_ms = self.latest_event_ms if self.event_clock else int(time.time() * 1000)
+        reason = self.refusal(decision, now_ms)
+        if reason is not None:
+            REFUSED.labels(reason).inc()
+            log.warning("approved plan refused", plan_id=decision.plan_id, reason=reason)
+            return
+        plan = decision.plan
+        order = OrderRequest(
+            client_order_id=client_order_id(plan.plan_id), plan_id=plan.plan_id,
+            symbol=plan.symbol, side="BUY" if plan.side == "LONG" else "SELL",
+            position_side=plan.side, quantity=plan.quantity, reference_price=plan.reference_price,
+            leverage=plan.leverage, reduce_only=False, reason="entry", bar_time=plan.bar_time,
+            exit_plan=plan.exit_plan,
+        )
+        out.emit(APPLY_RESULT, new_envelope(order, ts=event.ts, source=NAME, cause=event))
+        self.applied.add(plan.plan_id)
+        out.command("zadd", APPLY_KEY, {plan.plan_id: plan.bar_time})
+        out.command("zremrangebyrank", APPLY_KEY, 0, -KEEP_PLAN_IDS - 1)
+        ORDERS.labels(order.side).inc()

@@ -1,0 +1,110 @@
+"""exit-brain: follows every open position's exit plan and emits reduce-only harvests.
+
+Positions are learnt from execution's fills (``execution.result``); prices from
+``market.tick``. A position is evaluated on the bars after the one it was filled in. Each
+exit goes to ``harvest.intent`` with its reason; harvests never pass the risk layers, so an
+emergency stop can never keep a position open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis
+from prometheus_client import Counter, Gauge
+
+from quantum.bus.envelope import Envelope, derive_id, new_envelope
+from quantum.bus.runner import Outbox, ServiceBase
+from quantum.contracts.events import EndOfData, ExecutionReport, HarvestIntent, Tick
+from quantum.contracts.streams import HARVEST_INTENT
+from quantum.exits.brain import ExitOrder, TrackedPosition
+from quantum.registry.fleet import EXIT_BRAIN_KEY
+from services.exit_brain.config import Settings
+
+NAME = "exit-brain"
+
+HARVESTS = Counter("quantum_exit_harvests_total", "Harvest intents", ["reason"])
+TRACKED = Gauge("quantum_exit_tracked_positions", "Positions the exit-brain follows")
+
+
+class ExitBrain(ServiceBase):
+    name = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        self.evaluate_entry_bar = settings.evaluate_entry_bar
+        self.positions: dict[str, TrackedPosition] = {}  # by symbol
+        self.last_tick_ts: dict[str, int] = {}
+        self.last_close: dict[str, float] = {}
+        self._dirty = False
+
+    def restore(self, client: redis.Redis) -> None:
+        raw = client.get(EXIT_BRAIN_KEY)
+        state = orjson.loads(raw) if raw else {}
+        self.positions = {s: TrackedPosition(**p) for s, p in state.get("positions", {}).items()}
+        self.last_tick_ts = state.get("last_tick_ts", {})
+        self.last_close = state.get("last_close", {})
+
+    def _emit(self, out: Outbox, cause: Envelope[Any], position: TrackedPosition,
+              orders: list[ExitOrder], ts: int) -> None:
+        for order in orders:
+            intent = HarvestIntent(
+                harvest_id=derive_id(NAME, position.position_id, order.reason, ts),
+                position_id=position.position_id, symbol=position.symbol,
+                side=position.side,  # type: ignore[arg-type]
+                fraction=order.fraction, price=order.price, reason=order.reason, ts=ts,
+            )
+            out.emit(HARVEST_INTENT, new_envelope(intent, ts=ts, source=NAME, cause=cause,
+                                                  key=order.reason))
+            HARVESTS.labels(order.reason).inc()
+        if orders:
+            self._dirty = True
+
+    def _on_report(self, report: ExecutionReport) -> None:
+        if report.kind != "fill" or report.position_id is None:
+            return
+        if not report.reduce_only and report.exit_plan is not None:
+            self.positions[report.symbol] = TrackedPosition.from_fill(report.model_dump(mode="json"))
+        elif report.reduce_only:
+            position = self.positions.get(report.symbol)
+            if position is not None and position.position_id == report.position_id:
+                position.remaining = report.position_quantity
+                if report.position_quantity <= 0:
+                    del self.positions[report.symbol]
+        self._dirty = True
+
+    def _on_tick(self, tick: Tick, event: Envelope[Any], out: Outbox) -> None:
+        if tick.ts <= self.last_tick_ts.get(tick.symbol, -1):
+            return
+        self.last_tick_ts[tick.symbol] = tick.ts
+        self.last_close[tick.symbol] = tick.close
+        position = self.positions.get(tick.symbol)
+        if position is None:
+            return
+        if tick.ts <= position.entry_ts and not self.evaluate_entry_bar:
+            return
+        orders = position.evaluate(tick.ts, tick.open, tick.high, tick.low, tick.close)
+        self._emit(out, event, position, orders, tick.ts)
+        self._dirty = True
+
+    def handle(self, event: Envelope[Any], out: Outbox) -> None:
+        payload = event.payload
+        if isinstance(payload, Tick):
+            self._on_tick(payload, event, out)
+        elif isinstance(payload, ExecutionReport):
+            self._on_report(payload)
+        elif isinstance(payload, EndOfData):
+            for symbol, position in sorted(self.positions.items()):
+                price = self.last_close.get(symbol, position.entry_price)
+                self._emit(out, event, position, position.close_now(price, "end_of_replay"),
+                           payload.last_ts)
+
+    def on_batch_end(self, out: Outbox) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        TRACKED.set(len(self.positions))
+        out.put_state(EXIT_BRAIN_KEY, {
+            "positions": {s: p.to_dict() for s, p in self.positions.items()},
+            "last_tick_ts": self.last_tick_ts, "last_close": self.last_close,
+        })

@@ -1,0 +1,8 @@
+"""feature-publisher entry point."""
+
+from quantum.app import run_service
+from services.feature_publisher.config import Settings
+from services.feature_publisher.service import NAME, FeaturePublisher
+
+if __name__ == "__main__":
+    run_service(NAME, Settings, lambda settings, client: FeaturePublisher(settings.restore_bars))

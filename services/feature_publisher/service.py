@@ -1,0 +1,78 @@
+"""feature-publisher: one streaming feature state per symbol, one vector per closed bar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from quantum import features
+from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.runner import Outbox, ServiceBase
+from quantum.contracts.events import FeatureVector, Kline
+from quantum.contracts.streams import FEATURES, MARKET_KLINES
+
+NAME = "feature-publisher"
+
+
+class FeaturePublisher(ServiceBase):
+    name = NAME
+
+    def __init__(self, restore_bars: int) -> None:
+        self.restore_bars = restore_bars
+        self.states: dict[str, features.StreamingFeatures] = {}
+        self.last_open_time: dict[str, int] = {}
+
+    def _update(self, kline: Kline) -> dict[str, float] | None:
+        """Feed one bar; bars at or before the last one seen are ignored (redelivery)."""
+        if kline.open_time <= self.last_open_time.get(kline.symbol, -1):
+            return None
+        self.last_open_time[kline.symbol] = kline.open_time
+        state = self.states.get(kline.symbol)
+        if state is None:
+            state = self.states[kline.symbol] = features.StreamingFeatures()
+        return state.update(kline.open, kline.high, kline.low, kline.close, kline.volume)
+
+    def restore(self, client: redis.Redis) -> None:
+        """Warm up from bars this group already handled (acked) in ``market.klines``."""
+        from quantum.bus.envelope import decode
+        from quantum.contracts.events import EVENT_TYPES
+
+        self.states.clear()
+        self.last_open_time.clear()
+        try:
+            groups = client.xinfo_groups(MARKET_KLINES.key)
+        except redis.ResponseError:
+            return
+        delivered = next((g["last-delivered-id"] for g in groups
+                          if _text(g["name"]) == NAME), None)
+        if delivered is None or _text(delivered) == "0-0" or self.restore_bars == 0:
+            return
+        pending = {_text(p["message_id"]) for p in client.xpending_range(
+            MARKET_KLINES.key, NAME, min="-", max="+", count=10_000)}
+        entries = client.xrevrange(MARKET_KLINES.key, max=delivered, count=self.restore_bars * 50)
+        bars: dict[str, list[Kline]] = {}
+        for entry_id, fields in reversed(entries):
+            if _text(entry_id) in pending:
+                continue
+            kline = decode(fields, EVENT_TYPES).payload
+            bars.setdefault(kline.symbol, []).append(kline)
+        for symbol_bars in bars.values():
+            for kline in symbol_bars[-self.restore_bars:]:
+                self._update(kline)
+
+    def handle(self, event: Envelope[Any], out: Outbox) -> None:
+        kline: Kline = event.payload
+        values = self._update(kline)
+        if values is None:
+            return
+        payload = FeatureVector(
+            symbol=kline.symbol, interval=kline.interval, open_time=kline.open_time,
+            close_time=kline.close_time, close=kline.close, schema_hash=features.SCHEMA_HASH,
+            values=values,
+        )
+        out.emit(FEATURES, new_envelope(payload, ts=event.ts, source=NAME, cause=event))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

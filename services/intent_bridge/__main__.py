@@ -1,0 +1,8 @@
+"""intent-bridge entry point."""
+
+from quantum.app import run_service
+from services.intent_bridge.config import Settings
+from services.intent_bridge.service import NAME, IntentBridge
+
+if __name__ == "__main__":
+    run_service(NAME, Settings, lambda settings, client: IntentBridge(settings, client))

@@ -1,0 +1,105 @@
+"""market-publisher: replay of data files or live Binance futures, publishing identical events."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import datetime
+from pathlib import Path
+
+from quantum.app import connect
+from quantum.bus.runner import publish
+from quantum.config import ConfigError, load
+from quantum.observability import logging as qlog
+from quantum.observability import metrics
+from quantum.observability.heartbeat import Beacon
+from quantum.registry.fleet import (
+    PORTFOLIO_KEY,
+    REPLAY_KEY,
+    all_setting_keys,
+    replay_barrier_pairs,
+    service,
+)
+from services.market_publisher.config import Settings
+
+NAME = "market-publisher"
+
+
+def _ms(text: str | None, key: str) -> int | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"bad setting {key}: not an ISO time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise ConfigError(f"bad setting {key}: give a time zone (e.g. 2025-10-01T00:00Z): {text!r}")
+    return int(moment.timestamp() * 1000)
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ConfigError(f"bad setting QT_REPLAY_SPEED: 'max' or a positive factor, got {text!r}")
+    return value
+
+
+def main() -> None:
+    settings = load(Settings, known=all_setting_keys())
+    log = qlog.configure(NAME, settings.log_level)
+    spec = service(NAME)
+    symbols = [s.strip().upper() for s in settings.symbols.split(",") if s.strip()]
+    if not symbols:
+        raise ConfigError("bad setting QT_SYMBOLS: no symbols")
+    client = connect(settings.redis_url)
+    metrics.serve(spec.port if settings.metrics_port == -1 else settings.metrics_port)
+    beacon = Beacon(client, NAME, f"{NAME}-{settings.instance}", settings.heartbeat_ttl_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    beacon.beat(force=True)
+    beacon.notifier.ready()
+
+    if settings.source == "replay":
+        from quantum.market.replay import ReplaySource, drive
+        from quantum.replay.barrier import Barrier
+
+        start_ms = _ms(settings.replay_start, "QT_REPLAY_START")
+        end_ms = _ms(settings.replay_end, "QT_REPLAY_END")
+        speed = _speed(settings.replay_speed)
+        try:
+            source = ReplaySource(Path(settings.data_dir), symbols, start_ms=start_ms,
+                                  end_ms=end_ms, interval=settings.interval, source_name=NAME)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        log.info("replay starting", symbols=symbols, klines=source.total_klines, speed=settings.replay_speed)
+
+        def progress(done: int, total: int) -> None:
+            beacon.beat()
+
+        stats = drive(source, client, Barrier(client, replay_barrier_pairs()),
+                      portfolio_key=PORTFOLIO_KEY, state_key=REPLAY_KEY, speed=speed,
+                      stop=stop, progress=progress)
+        log.info("replay finished", steps=stats.steps, klines=stats.klines,
+                 merged_steps=stats.merged_steps, barrier_seconds=round(stats.barrier_seconds, 3))
+    else:
+        from quantum.market.live import LiveSource
+
+        live = LiveSource(symbols, settings.interval, testnet=settings.binance_testnet,
+                          ws_url=settings.binance_ws_url, source_name=NAME)
+
+        def publish_batch(items: list) -> None:  # type: ignore[type-arg]
+            publish(client, items)
+            beacon.beat()
+
+        live.run(publish_batch, stop)
+    beacon.notifier.stopping()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+"""risk-governor entry point."""
+
+from quantum.app import run_service
+from services.risk_governor.config import Settings
+from services.risk_governor.service import NAME, RiskGovernor
+
+if __name__ == "__main__":
+    run_service(NAME, Settings, lambda settings, client: RiskGovernor(settings, client))
