@@ -15,6 +15,7 @@ from quantum.observability import metrics
 from quantum.registry.fleet import ServiceSpec, all_setting_keys, service
 
 S = TypeVar("S", bound=FleetSettings)
+COMMIT_CHANNEL = "quantum:replay:commits"  # replay only: wakes the barrier after each commit
 
 
 def connect(url: str) -> redis.Redis:
@@ -45,6 +46,7 @@ def runner_config(settings: FleetSettings) -> RunnerConfig:
         max_deliveries=settings.max_deliveries,
         heartbeat_ttl_s=settings.heartbeat_ttl_s,
         instance=settings.instance,
+        commit_channel=COMMIT_CHANNEL if settings.clock == "event" else None,
     )
 
 

@@ -7,7 +7,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from quantum.app import connect
+from quantum.app import COMMIT_CHANNEL, connect
 from quantum.bus.runner import publish
 from quantum.config import ConfigError, load
 from quantum.observability import logging as qlog
@@ -82,7 +82,7 @@ def main() -> None:
         def progress(done: int, total: int) -> None:
             beacon.beat()
 
-        stats = drive(source, client, Barrier(client, replay_barrier_pairs()),
+        stats = drive(source, client, Barrier(client, replay_barrier_pairs(), COMMIT_CHANNEL),
                       portfolio_key=PORTFOLIO_KEY, state_key=REPLAY_KEY, speed=speed,
                       stop=stop, progress=progress)
         log.info("replay finished", steps=stats.steps, klines=stats.klines,

@@ -280,3 +280,24 @@ def test_units_check_reports_the_generator_verdict(cli: Any) -> None:
     assert result.exit_code == (1 if differing else 0), result.stderr
     for path in differing:
         assert str(path) in result.stdout
+
+
+def test_replay_errors_become_one_line_and_exit_1(cli: Any, tmp_path: Path) -> None:
+    result = cli("replay", "--data", SAMPLE, "--symbols", "BTCUSDT", "--start", "2001-01-01",
+                 "--end", "2001-01-02", "--report", str(tmp_path / "report.json"))
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("quantumctl: error: replay failed: BTCUSDT: no bars")
+
+
+@pytest.mark.slow
+def test_replay_runs_the_fleet_and_prints_the_figures(cli: Any, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    result = cli("replay", "--data", SAMPLE, "--symbols", "BTCUSDT", "--start", "2025-09-01",
+                 "--end", "2025-09-01T06:00", "--speed", "max", "--report", str(report))
+    assert result.exit_code == 0, result.stderr
+    written = json.loads(report.read_text())
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("replay: ")
+    assert lines[-1] == f"report written to {report}"
+    assert f"klines: {written['klines']}" in lines

@@ -167,10 +167,16 @@ def test_module_comes_from_the_launcher_file(tmp_path: Path) -> None:
     assert "Beautiful is better than ugly" in (tmp_path / "logs" / "zen.log").read_text()
 
 
-def test_registry_is_the_fallback_and_unknown_names_are_refused(tmp_path: Path) -> None:
+def test_registry_is_the_fallback_and_unknown_names_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantum.ctl import supervisor
     from quantum.registry.fleet import SERVICES
 
+    # Neither the workdir nor the (relocated) project has a launcher file.
+    monkeypatch.setattr(supervisor, "PROJECT_ROOT", tmp_path / "project")
     table = launcher_table(tmp_path)
+    assert set(table) == {spec.name for spec in SERVICES}
     for spec in SERVICES:
         assert table[spec.name] == spec.module
     with pytest.raises(ValueError, match="unknown service 'nope'"):

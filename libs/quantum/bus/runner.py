@@ -138,6 +138,7 @@ class RunnerConfig:
     max_deliveries: int = 5
     heartbeat_ttl_s: int = 15
     instance: str = "0"
+    commit_channel: str | None = None  # PUBLISH here after each commit (replay barrier)
 
 
 def publish(
@@ -351,6 +352,8 @@ class Runner:
         for stream, ids in acks.items():
             if ids:
                 pipe.xack(stream, self.sub.group, *ids)
+        if self.config.commit_channel is not None:
+            pipe.publish(self.config.commit_channel, self._name)
         pipe.execute()
         for name, n in produced.items():
             metrics.PRODUCED.labels(self._name, name).inc(n)

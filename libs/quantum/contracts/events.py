@@ -7,25 +7,20 @@ floats validated finite; ``side`` of a position is LONG or SHORT, of an order BU
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from quantum.bus.envelope import EventTypes, Payload, Record
 
 EVENT_TYPES = EventTypes()
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-Finite = Annotated[float, AfterValidator(_finite)]
-Positive = Annotated[float, AfterValidator(_finite), Field(gt=0)]
-NonNegative = Annotated[float, AfterValidator(_finite), Field(ge=0)]
+# allow_inf_nan=False is checked in pydantic-core (Rust): NaN and ±inf are refused at the
+# edge, without a Python call per value on the hot path.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(allow_inf_nan=False, gt=0)]
+NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0)]
 Symbol = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,20}$")]
 Direction = Literal["LONG", "SHORT"]
 OrderSide = Literal["BUY", "SELL"]

@@ -193,7 +193,6 @@ def up(
 ) -> None:
     """Run the fleet locally; starts a local Redis when none answers at the URL."""
     from quantum.ctl import fleet
-
     names = _service_names(services)
     paths = _paths()
     if detach:
@@ -583,7 +582,14 @@ def replay(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The ``quantumctl`` entry point."""
+    """The ``quantumctl`` entry point.
+
+    Logs (the supervisor's: started, restarting, gave up) go to stderr as JSON lines, so
+    stdout carries only what the command prints: tables, JSON documents, replay figures.
+    """
+    from quantum.observability import logging as fleet_logging
+
+    fleet_logging.configure(PROG)
     typer.main.get_command(app).main(args=argv, prog_name=PROG)
 
 

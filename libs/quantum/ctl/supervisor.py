@@ -185,8 +185,8 @@ class Supervisor:
             try:
                 child.process.wait(remaining)
             except subprocess.TimeoutExpired:
-                log.warning("did not stop in time; killing", service=child.name,
-                            pid=child.process.pid, timeout=timeout)
+                _say("warning", "did not stop in time; killing", service=child.name,
+                     pid=child.process.pid, timeout=timeout)
                 _signal(child, signal.SIGKILL)
                 child.process.wait()
         with self._lock:
@@ -228,7 +228,7 @@ class Supervisor:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         if self._signalled.is_set() and not self._stopped.is_set():
-            log.info("signal received; stopping services")
+            _say("info", "signal received; stopping services")
             self.stop()
 
     # --- internals ------------------------------------------------------------------------
@@ -246,7 +246,7 @@ class Supervisor:
             child.argv, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
             stdout=output, stderr=output, start_new_session=True,
         )
-        log.info("started", service=child.name, pid=child.process.pid)
+        _say("info", "started", service=child.name, pid=child.process.pid)
 
     def _watch(self) -> None:
         """The monitor thread: notice exits, schedule and perform restarts."""
@@ -260,7 +260,7 @@ class Supervisor:
                     self._check(child, now)
                     pending = pending or child.alive or child.restart_at is not None
             if not pending:
-                log.info("no service left to supervise")
+                _say("info", "no service left to supervise")
                 return
             self._stopping.wait(_POLL_SECONDS)
 
@@ -270,31 +270,39 @@ class Supervisor:
                 child.restart_at = None
                 child.restarts += 1
                 child.recent_restarts.append(now)
-                self._spawn(child)
+                try:
+                    self._spawn(child)
+                except OSError as e:  # no interpreter, no fds: a failed start, same policy
+                    _say("error", "could not start", service=child.name, error=repr(e))
+                    self._after_failure(child, None, now)
             return
         code = self._reap(child)
         if code is None:
             return
         if code == 0:
-            log.info("exited cleanly; not restarted", service=child.name)
+            _say("info", "exited cleanly; not restarted", service=child.name)
             return
         if code == EX_CONFIG:
             child.gave_up = True
-            log.error("bad settings (exit 78); not restarted", service=child.name,
-                      log=self._log_path(child))
+            _say("error", "bad settings (exit 78); not restarted", service=child.name,
+                 log=self._log_path(child))
             return
+        self._after_failure(child, code, now)
+
+    def _after_failure(self, child: _Child, code: int | None, now: float) -> None:
+        """Schedule a restart after the back-off, or give up past the start limit."""
         while child.recent_restarts and now - child.recent_restarts[0] > self.start_limit_interval:
             child.recent_restarts.popleft()
         if len(child.recent_restarts) >= self.max_restarts:
             child.gave_up = True
-            log.error("restart limit reached; giving up", service=child.name, exit_code=code,
-                      restarts=len(child.recent_restarts),
-                      interval_s=self.start_limit_interval, log=self._log_path(child))
+            _say("error", "restart limit reached; giving up", service=child.name, exit_code=code,
+                 restarts=len(child.recent_restarts), interval_s=self.start_limit_interval,
+                 log=self._log_path(child))
             return
         delay = min(self.backoff_initial * 2 ** len(child.recent_restarts), self.backoff_max)
         child.restart_at = now + delay
-        log.warning("exited; restarting after back-off", service=child.name, exit_code=code,
-                    delay_s=delay)
+        _say("warning", "exited; restarting after back-off", service=child.name, exit_code=code,
+             delay_s=delay)
 
     def _reap(self, child: _Child) -> int | None:
         """Record the exit code of a finished process and drop it; None if none finished."""
@@ -309,6 +317,13 @@ class Supervisor:
 
     def _log_path(self, child: _Child) -> str | None:
         return str(self.log_dir / f"{child.name}.log") if self.log_dir is not None else None
+
+
+def _say(level: str, event: str, **fields: Any) -> None:
+    """Log, but never let a broken log stream (a closed file, a full disk) kill the monitor
+    thread: supervision matters more than the message about it."""
+    with contextlib.suppress(OSError, ValueError):
+        getattr(log, level)(event, **fields)
 
 
 def _signal(child: _Child, signum: int) -> None:

@@ -508,7 +508,7 @@ class LiveSource:
         is final at the exchange; the forming candle closes later and is left alone.
         """
         state = self.state[symbol]
-        if state.watermark is not None:
+        if state.watermark is None or True:
             return
         fetched = 0
         while state.watermark + 2 * self.interval_ms - 1 < before_ms and not stop.is_set():

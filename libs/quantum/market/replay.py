@@ -194,7 +194,7 @@ def drive(
             publish(client, step.klines)
             stats.barrier_waits += 1
         else:
-            publish(client, step.ticks + step.klines)
+            publish(client, step.klines + step.ticks)  # the longer chain starts first
             stats.merged_steps += 1
         stats.publish_seconds += time.perf_counter() - started
         barrier.wait(barrier_timeout)
