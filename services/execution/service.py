@@ -46,7 +46,6 @@ class Execution(ServiceBase):
         self.settings = settings
         self.exchange = self._fresh()
         self._state_dirty = True
-        self._portfolio_event: Envelope[Any] | None = None
 
     def _fresh(self) -> PaperExchange:
         s = self.settings
@@ -58,7 +57,6 @@ class Execution(ServiceBase):
         raw = client.get(EXECUTION_KEY)
         self.exchange = PaperExchange.from_snapshot(orjson.loads(raw)) if raw else self._fresh()
         self._state_dirty = raw is None  # publish the initial portfolio on a fresh start
-        self._portfolio_event = None
 
     def _publish(self, out: Outbox, cause: Envelope[Any], reports: list[ExecutionReport],
                  trades: list[TradeClosed], changed: bool) -> None:
@@ -70,7 +68,11 @@ class Execution(ServiceBase):
             out.emit(TRADE_CLOSED, new_envelope(trade, ts=trade.exit_ts, source=NAME, cause=cause))
             TRADES.labels(trade.exit_reason).inc()
         if changed or reports or trades:
-            self._portfolio_event = cause
+            # One snapshot per change, never per batch: how events happen to be batched must
+            # not change what is published (replays at any speed publish the same events).
+            portfolio = self.exchange.portfolio()
+            out.emit(PORTFOLIO_STATE, new_envelope(portfolio, ts=portfolio.ts, source=NAME,
+                                                   cause=cause, key="portfolio"))
             self._state_dirty = True
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
@@ -98,10 +100,6 @@ class Execution(ServiceBase):
         EQUITY.set(portfolio.equity)
         BALANCE.set(portfolio.balance)
         OPEN_POSITIONS.set(len(portfolio.positions))
-        if self._portfolio_event is not None:
-            out.emit(PORTFOLIO_STATE, new_envelope(portfolio, ts=portfolio.ts, source=NAME,
-                                                   cause=self._portfolio_event))
-            self._portfolio_event = None
 
     def on_idle(self, out: Outbox, now: float) -> None:
         if self._state_dirty:

@@ -298,6 +298,7 @@ def test_replay_runs_the_fleet_and_prints_the_figures(cli: Any, tmp_path: Path) 
     assert result.exit_code == 0, result.stderr
     written = json.loads(report.read_text())
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("replay: ")
+    progress = [line for line in lines if line.startswith("replay: ")]
+    assert progress[-1] == f"replay: {written['klines']}/{written['klines']} klines (100%)"
     assert lines[-1] == f"report written to {report}"
     assert f"klines: {written['klines']}" in lines

@@ -20,6 +20,7 @@ import pytest
 import redis
 from binance import Client
 from binance.exceptions import BinanceAPIException
+from prometheus_client import REGISTRY
 
 from quantum.bus.envelope import Envelope, decode, new_envelope
 from quantum.bus.runner import publish
@@ -90,6 +91,11 @@ def klines_by_symbol(client: redis.Redis) -> dict[str, list[Envelope[Any]]]:
     return out
 
 
+def counter(name: str) -> float:
+    """A Prometheus counter of the live source, as ``/metrics`` would show it."""
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
     """Poll ``condition``; fail naming ``what`` if it is still false after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -118,8 +124,9 @@ def start_source(r: redis.Redis) -> Iterator[Callable[[BinanceStandIn], RunningS
     """Start a :class:`LiveSource` on a stand-in in a thread; always stopped afterwards."""
     started: list[RunningSource] = []
 
-    def start(standin: BinanceStandIn) -> RunningSource:
-        source = LiveSource(SYMBOLS, INTERVAL, ws_url=standin.ws_url, rest_url=standin.rest_url)
+    def start(standin: BinanceStandIn, **options: Any) -> RunningSource:
+        source = LiveSource(SYMBOLS, INTERVAL, ws_url=standin.ws_url, rest_url=standin.rest_url,
+                            **options)
         stop = threading.Event()
         errors: list[BaseException] = []
 
@@ -265,6 +272,21 @@ def test_a_long_outage_is_backfilled_across_rest_pages(
         assert last.payload == expected_kline(symbol, last.payload.open_time).payload
 
 
+def test_a_restart_resumes_from_the_last_published_candle(
+    r: redis.Redis, standin: BinanceStandIn, start_source: Callable[..., RunningSource]
+) -> None:
+    standin.advance(3)  # three candles close while the service is down
+    start_source(standin, resume_from={symbol: TWO_AM for symbol in SYMBOLS})
+    standin.wait_for_connections(1)
+    standin.advance(1)
+    published = wait_for_klines(r, 3)
+
+    for symbol in SYMBOLS:
+        assert_contiguous_and_unique(published[symbol], TWO_AM + STEP, 3)
+        for envelope in published[symbol]:
+            assert envelope.payload == expected_kline(symbol, envelope.payload.open_time).payload
+
+
 def test_malformed_and_redelivered_messages_are_skipped(
     r: redis.Redis, standin: BinanceStandIn, start_source: Callable[..., RunningSource]
 ) -> None:
@@ -272,7 +294,7 @@ def test_malformed_and_redelivered_messages_are_skipped(
     standin.wait_for_connections(1)
     standin.advance(1)
     wait_for_klines(r, 1)
-    skipped_before = live.SKIPPED._value.get()
+    skipped_before = counter("quantum_market_live_skipped_total")
 
     kline_stream, mark_stream = "btcusdt@kline_5m", "btcusdt@markPrice"
     good_close = {"e": "kline", "E": TWO_AM + STEP, "s": "BTCUSDT", "k": {
@@ -300,7 +322,8 @@ def test_malformed_and_redelivered_messages_are_skipped(
     standin.advance(2)
     published = wait_for_klines(r, 3)
 
-    wait_until(lambda: live.SKIPPED._value.get() - skipped_before >= len(malformed),
+    wait_until(lambda: counter("quantum_market_live_skipped_total") - skipped_before
+               >= len(malformed),
                "the malformed messages to be counted")
     assert running.thread.is_alive()
     assert standin.hub.accepted == 1  # skipped in place, no reconnect needed
@@ -321,24 +344,30 @@ def test_an_undecodable_frame_restarts_the_socket_and_loses_nothing(
     standin.wait_for_connections(1)
     standin.advance(2)
     wait_for_klines(r, 2)
+    reconnects_before = counter("quantum_market_live_reconnects_total")
 
     assert standin.inject("ethusdt@kline_5m", "this is not json") == 1
+    with standin.offline(abrupt=False):  # the close frame follows the bad frame: both arrive
+        standin.advance(2)  # two candles close before the new socket is up
     standin.wait_for_connections(2, WAIT_SECONDS)
     standin.advance(2)
-    published = wait_for_klines(r, 4)
+    published = wait_for_klines(r, 6)
     standin.advance(1)
-    published = wait_for_klines(r, 5)
+    published = wait_for_klines(r, 7)
 
+    assert counter("quantum_market_live_reconnects_total") > reconnects_before
     for symbol in SYMBOLS:
-        assert_contiguous_and_unique(published[symbol], TWO_AM, 5)
+        assert_contiguous_and_unique(published[symbol], TWO_AM, 7)
 
 
 def test_stop_returns_while_the_exchange_refuses_connections(
     standin: BinanceStandIn, start_source: Callable[..., RunningSource]
 ) -> None:
+    reconnects_before = counter("quantum_market_live_reconnects_total")
     with standin.offline():
         running = start_source(standin)
-        wait_until(lambda: live.RECONNECTS._value.get() > 0, "a refused connection")
+        wait_until(lambda: counter("quantum_market_live_reconnects_total") > reconnects_before,
+                   "a refused connection")
         running.stop.set()
         running.thread.join(WAIT_SECONDS)
         assert not running.thread.is_alive()
@@ -351,6 +380,11 @@ def test_stop_returns_while_the_exchange_refuses_connections(
 def test_invalid_symbols_are_refused_at_construction(symbols: Any) -> None:
     with pytest.raises(InvalidSymbol, match="symbol"):
         LiveSource(symbols)
+
+
+def test_resume_from_an_unsubscribed_symbol_is_refused() -> None:
+    with pytest.raises(InvalidSymbol, match="SOLUSDT"):
+        LiveSource(["BTCUSDT"], resume_from={"SOLUSDT": TWO_AM})
 
 
 def test_bad_interval_and_urls_are_refused_at_construction() -> None:

@@ -19,6 +19,7 @@ import redis
 
 from quantum.bus.streams import DLQ
 from quantum.contracts.streams import CATALOGUE
+from quantum.ctl.entries import as_entries, text
 
 ENTRY_ID = re.compile(r"^\d+-\d+$")
 _PAGE = 100
@@ -33,13 +34,9 @@ class ReplayOutcome:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (DLQ id, why)
 
 
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def describe(entry_id: Any, fields: dict[bytes, bytes]) -> dict[str, Any]:
+def describe(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     """A DLQ entry as plain data; ``original`` parsed when it is valid JSON."""
-    fields_text = {_text(k): _text(v) for k, v in fields.items()}
+    fields_text = {text(k): text(v) for k, v in fields.items()}
     original: Any = fields_text.get("original")
     if original is not None:
         try:
@@ -47,7 +44,7 @@ def describe(entry_id: Any, fields: dict[bytes, bytes]) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             pass
     return {
-        "id": _text(entry_id),
+        "id": entry_id,
         "stream": fields_text.get("stream"),
         "entry_id": fields_text.get("entry_id"),
         "group": fields_text.get("group"),
@@ -60,7 +57,7 @@ def describe(entry_id: Any, fields: dict[bytes, bytes]) -> dict[str, Any]:
 def list_entries(client: redis.Redis, count: int) -> list[dict[str, Any]]:
     """The oldest ``count`` DLQ entries."""
     return [describe(entry_id, fields)
-            for entry_id, fields in client.xrange(DLQ.key, count=count)]
+            for entry_id, fields in as_entries(client.xrange(DLQ.key, count=count))]
 
 
 def _replay_target(entry: dict[str, Any]) -> tuple[str, int, dict[str, str]] | str:
@@ -82,7 +79,7 @@ def replay_one(client: redis.Redis, dlq_id: str, outcome: ReplayOutcome) -> None
         while True:
             try:
                 pipe.watch(DLQ.key)
-                found = pipe.xrange(DLQ.key, min=dlq_id, max=dlq_id)
+                found = as_entries(pipe.xrange(DLQ.key, min=dlq_id, max=dlq_id))
                 if not found:
                     outcome.missing.append(dlq_id)
                     return
@@ -97,7 +94,7 @@ def replay_one(client: redis.Redis, dlq_id: str, outcome: ReplayOutcome) -> None
                 new_id, _ = pipe.execute()
             except redis.WatchError:
                 continue  # the DLQ changed under us: look again
-            outcome.replayed.append((dlq_id, key, _text(new_id)))
+            outcome.replayed.append((dlq_id, key, text(new_id)))
             return
 
 
@@ -109,14 +106,14 @@ def replay(client: redis.Redis, ids: list[str] | None) -> ReplayOutcome:
         for dlq_id in ids:
             replay_one(client, dlq_id, outcome)
         return outcome
-    newest = client.xrevrange(DLQ.key, count=1)
+    newest = as_entries(client.xrevrange(DLQ.key, count=1))
     if not newest:
         return outcome
-    end, start = _text(newest[0][0]), "-"
+    end, start = newest[0][0], "-"
     while True:
-        page = client.xrange(DLQ.key, min=start, max=end, count=_PAGE)
+        page = as_entries(client.xrange(DLQ.key, min=start, max=end, count=_PAGE))
         for entry_id, _ in page:
-            replay_one(client, _text(entry_id), outcome)
+            replay_one(client, entry_id, outcome)
         if len(page) < _PAGE:
             return outcome
-        start = "(" + _text(page[-1][0])
+        start = "(" + page[-1][0]

@@ -58,7 +58,7 @@ def _run(call: Callable[[], Any]) -> int:
 class _Group(TyperGroup):
     """The top-level group: always parses in non-standalone mode and formats errors itself."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
@@ -321,11 +321,10 @@ def verify(redis_url: RedisUrl = DEFAULT_REDIS_URL) -> None:
 # --- streams and the DLQ ------------------------------------------------------------------
 
 
-def _format_entry(entry_id: Any, fields: dict[bytes, bytes]) -> str:
+def _format_entry(entry_id: str, fields: dict[bytes, bytes]) -> str:
     import orjson
 
     text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
-    ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     if "payload" in text:
         try:
             body = orjson.dumps(orjson.loads(text["payload"])).decode()
@@ -334,7 +333,7 @@ def _format_entry(entry_id: Any, fields: dict[bytes, bytes]) -> str:
     else:
         rest = {k: v for k, v in text.items() if k not in ("type", "ts", "source")}
         body = orjson.dumps(rest).decode()
-    return (f"{ident}  {text.get('type', '?')}  {_ms_to_iso(text.get('ts'))}  "
+    return (f"{entry_id}  {text.get('type', '?')}  {_ms_to_iso(text.get('ts'))}  "
             f"{text.get('source', '-')}  {body}")
 
 
@@ -347,20 +346,23 @@ def streams_tail(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
 ) -> None:
     """Print a stream's latest entries: id, type, time, source, payload."""
+    from quantum.ctl.entries import as_entries, as_stream_entries
+
     key = _stream_key(name)
     client = _connect(redis_url)
-    entries = list(reversed(client.xrevrange(key, count=count)))
+    entries = list(reversed(as_entries(client.xrevrange(key, count=count))))
     for entry_id, fields in entries:
         typer.echo(_format_entry(entry_id, fields))
     if not follow:
         return
-    last: Any = entries[-1][0] if entries else "$"
+    last = entries[-1][0] if entries else "$"
     try:
         while True:
-            for _, new_entries in client.xread({key: last}, block=1000, count=100) or []:
-                for entry_id, fields in new_entries:
-                    typer.echo(_format_entry(entry_id, fields))
-                    last = entry_id
+            for entry_id, fields in as_stream_entries(
+                client.xread({key: last}, block=1000, count=100)
+            ):
+                typer.echo(_format_entry(entry_id, fields))
+                last = entry_id
     except KeyboardInterrupt:
         return
 

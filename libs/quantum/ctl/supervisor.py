@@ -215,7 +215,7 @@ class Supervisor:
     def wait(self) -> None:
         """Block until :meth:`stop`, SIGTERM/SIGINT (which stop the children) or nothing is
         left to supervise (every child finished or was given up on)."""
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, self._on_signal)

@@ -36,6 +36,7 @@ import redis
 
 from quantum.bus.streams import DLQ, PREFIX
 from quantum.contracts.streams import CATALOGUE
+from quantum.ctl.entries import as_entries
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry import fleet
 from quantum.registry.fleet import STATE_PREFIX
@@ -130,11 +131,11 @@ def group_lag(client: redis.Redis, key: str, group: dict[str, Any], last_id: str
         return 0
     count, start = 0, "(" + delivered
     while True:
-        page = client.xrange(key, min=start, max="+", count=_LAG_PAGE)
+        page = as_entries(client.xrange(key, min=start, max="+", count=_LAG_PAGE))
         count += len(page)
         if len(page) < _LAG_PAGE:
             return count
-        start = "(" + _text(page[-1][0])
+        start = "(" + page[-1][0]
 
 
 def stream_row(
@@ -142,8 +143,8 @@ def stream_row(
 ) -> dict[str, Any]:
     exists = bool(client.exists(key))
     length = int(client.xlen(key)) if exists else 0
-    last = client.xrevrange(key, count=1) if exists else []
-    last_id = _text(last[0][0]) if last else None
+    last = as_entries(client.xrevrange(key, count=1)) if exists else []
+    last_id = last[0][0] if last else None
     groups = []
     for group in client.xinfo_groups(key) if exists else []:
         name = _text(group["name"])

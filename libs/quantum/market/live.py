@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -40,6 +40,7 @@ import requests
 import structlog
 from binance import AsyncClient, BinanceSocketManager, Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException, ReadLoopClosed
+from binance.ws.constants import WSListenerState
 from prometheus_client import Counter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from websockets.exceptions import WebSocketException
@@ -251,6 +252,7 @@ class LiveSource:
         ws_url: str | None = None,
         rest_url: str | None = None,
         source_name: str = "market-publisher",
+        resume_from: Mapping[str, int] | None = None,
     ) -> None:
         """Check the arguments; nothing connects until :meth:`run`.
 
@@ -263,6 +265,10 @@ class LiveSource:
             rest_url: REST base URL replacing python-binance's futures one; ``/fapi`` is
                 appended as Binance's paths require.
             source_name: the ``source`` of the envelopes (the publishing service).
+            resume_from: per symbol, the open time of the last candle already on the
+                stream (read from it by the service at start): candles closed since are
+                back-filled once connected, so a restart loses none. Without it, the
+                first candle published is the first that closes after connecting.
         """
         self.symbols = validate_symbols(symbols)
         if interval not in INTERVAL_MS:
@@ -285,6 +291,10 @@ class LiveSource:
             for name in (f"{symbol.lower()}@kline_{interval}", f"{symbol.lower()}@markPrice")
         ]
         self.state: dict[str, SymbolState] = {symbol: SymbolState() for symbol in self.symbols}
+        for symbol, open_time in (resume_from or {}).items():
+            if symbol not in self.state:
+                raise InvalidSymbol(f"resume_from names {symbol!r}, which is not subscribed")
+            self.state[symbol].watermark = int(open_time)
         self._needs_backfill = False
         self._rest: Client | None = None
         self.log = log.bind(symbols=list(self.symbols), interval=interval,
@@ -293,7 +303,11 @@ class LiveSource:
     # --- running --------------------------------------------------------------------------
 
     def run(self, publish: Publish, stop: threading.Event) -> None:
-        """Publish until ``stop`` is set, reconnecting with back-off on drops."""
+        """Publish until ``stop`` is set, reconnecting with back-off on drops.
+
+        An exception from ``publish`` (Redis gone) ends the run: the service exits and
+        its supervisor restarts it, resuming from the stream (``resume_from``).
+        """
         asyncio.run(self._run(publish, stop))
 
     async def _run(self, publish: Publish, stop: threading.Event) -> None:
@@ -330,13 +344,25 @@ class LiveSource:
             try:
                 return await self._pump(stream_socket, publish, stop)
             finally:
-                try:
-                    await asyncio.wait_for(stream_socket.__aexit__(None, None, None),
-                                           CLOSE_TIMEOUT_SECONDS)
-                except TimeoutError:
-                    self.log.warning("socket_close_timed_out")
+                await self._close_socket(stream_socket, stop)
         finally:
             await client.close_connection()
+
+    async def _close_socket(self, stream_socket: Any, stop: threading.Event) -> None:
+        """Close python-binance's socket, unless that would wait on its reconnect attempts.
+
+        Its close waits for the read loop to notice it should exit, which a reconnect in
+        progress never does (the attempt resets the loop's state). When stopping in that
+        state the socket is left to ``asyncio.run``, which cancels its read loop on return.
+        """
+        if stop.is_set() and stream_socket.ws_state is WSListenerState.RECONNECTING:
+            self.log.info("socket_left_reconnecting_at_stop")
+            return
+        try:
+            await asyncio.wait_for(stream_socket.__aexit__(None, None, None),
+                                   CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self.log.warning("socket_close_timed_out")
 
     async def _pump(self, stream_socket: Any, publish: Publish, stop: threading.Event) -> bool:
         streamed = False
@@ -508,7 +534,7 @@ class LiveSource:
         is final at the exchange; the forming candle closes later and is left alone.
         """
         state = self.state[symbol]
-        if state.watermark is None or True:
+        if state.watermark is None:
             return
         fetched = 0
         while state.watermark + 2 * self.interval_ms - 1 < before_ms and not stop.is_set():
