@@ -1,0 +1,42 @@
+# Quantum Trader — the two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SYMBOLS ?= BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT
+DATA   ?= data/sample
+REPORT ?= reports/replay.json
+
+.PHONY: install run test bench lint generate clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/ensure-redis-binary.sh
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is required" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	scripts/ensure-redis-binary.sh $(PY)
+	@touch $(STAMP)
+
+## Replay the bundled real market data through the whole fleet (paper exchange) and report.
+run: install
+	$(VENV)/bin/quantumctl replay --data $(DATA) --symbols $(SYMBOLS) --report $(REPORT)
+
+test: install
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) -m bench
+
+lint: install
+	$(VENV)/bin/ruff check libs services tests bench
+	$(VENV)/bin/mypy libs/quantum
+
+## Rewrite the files generated from the fleet registry (units, env examples, docs).
+generate: install
+	$(PY) -m quantum.registry.generate
+
+clean:
+	rm -rf $(VENV) reports var .pytest_cache .ruff_cache .mypy_cache
