@@ -1,8 +1,8 @@
 """apply-layer: the only producer of entry orders.
 
 An approved plan becomes an order only when (1) the approval is fresh, (2) the
-risk-governor is alive (its heartbeat key exists), and (3) the plan was not applied
-before. Anything else is refused and counted: fail closed. Exits never pass here (the
+risk-governor is alive (its heartbeat key exists), (3) the emergency stop is clear and
+trading is not paused, and (4) the plan was not applied before. Anything else is refused and counted: fail closed. Exits never pass here (the
 exit-brain's reduce-only harvests go straight to execution), so they are never blocked.
 """
 
@@ -20,7 +20,8 @@ from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import OrderRequest, RiskDecision
 from quantum.contracts.streams import APPLY_RESULT
 from quantum.observability.heartbeat import heartbeat_key
-from quantum.registry.fleet import APPLY_KEY
+from quantum.registry.fleet import APPLY_KEY, APPLY_REFUSAL_KEY
+from quantum.risk import ess
 from services.apply_layer.config import Settings
 
 NAME = "apply-layer"
@@ -56,7 +57,7 @@ class ApplyLayer(ServiceBase):
             return "stale_approval"
         if not self.client.exists(heartbeat_key("risk-governor")):
             return "governor_down"
-        return None
+        return ess.status(self.client).block_reason
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         decision: RiskDecision = event.payload
@@ -68,6 +69,8 @@ class ApplyLayer(ServiceBase):
         if reason is not None:
             REFUSED.labels(reason).inc()
             log.warning("approved plan refused", plan_id=decision.plan_id, reason=reason)
+            out.put_state(APPLY_REFUSAL_KEY, {"plan_id": decision.plan_id, "reason": reason,
+                                              "ts": event.ts})
             return
         plan = decision.plan
         order = OrderRequest(

@@ -15,8 +15,8 @@ from quantum.contracts.events import Plan, TradeIntent
 from quantum.contracts.streams import APPLY_PLAN
 from quantum.exits.profiles import exit_plan
 from quantum.registry.fleet import PORTFOLIO_KEY
+from quantum.risk.policy import PolicyCache
 from quantum.risk.sizing import size_position
-from services.intent_bridge.config import Settings
 
 NAME = "intent-bridge"
 log = structlog.get_logger(service=NAME)
@@ -32,9 +32,9 @@ class PortfolioUnavailable(RuntimeError):
 class IntentBridge(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        self.settings = settings
+    def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self.policies = PolicyCache(client)
 
     def equity(self) -> float:
         raw = self.client.get(PORTFOLIO_KEY)
@@ -44,13 +44,12 @@ class IntentBridge(ServiceBase):
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         intent: TradeIntent = event.payload
-        s = self.settings
+        s = self.policies.refresh().sizing
         stop_distance = s.stop_atr_multiple * intent.atr
         size = size_position(
             equity=self.equity(), price=intent.price, stop_distance=stop_distance,
             confidence=intent.confidence, min_confidence=s.min_confidence,
-            risk_per_trade=s.risk_per_trade, min_notional=s.min_notional_usd,
-            max_notional=s.max_notional_usd,
+            risk_per_trade=s.risk_per_trade, min_notional=s.min_notional_usd, max_notional=s.max_notional_usd,
         )
         if size is None:
             UNSIZED.labels("no_valid_size").inc()

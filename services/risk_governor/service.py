@@ -1,127 +1,230 @@
-"""risk-governor: approve or reject every plan against the limits and the live portfolio.
+"""risk-governor: every plan approved or rejected, and the emergency stop's evaluators.
 
-The portfolio comes from execution's state key (``quantum:state:portfolio``). Plans this
-governor approved that the portfolio does not show yet (their bar is not older than the
-portfolio's last tick) count as pending exposure, so a burst of plans cannot slip past a
-limit between approval and fill. Missing portfolio state rejects (fail closed).
+Plans are checked (:mod:`quantum.risk.checks`) against the policy store's risk policy and
+the live portfolio (execution's state key). Plans this governor approved that the
+portfolio does not show yet (their bar is not older than the portfolio's last tick) count
+as pending exposure, so a burst of plans cannot slip past a limit between approval and
+fill. A missing portfolio rejects: fail closed.
+
+The same service runs the ESS evaluators: drawdown on every ``portfolio.state``, execution
+errors on every ``execution.result``, and on the wall clock the heartbeats of required
+services and the freshness of the feed. Any trip (an evaluator's or an operator's) is
+announced once on ``risk.events`` with the actions the policy orders, which the exit-brain
+carries out.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from typing import Any
 
 import orjson
 import redis
-from prometheus_client import Counter, Histogram
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
 
 from quantum.bus.envelope import Envelope, new_envelope
 from quantum.bus.runner import Outbox, ServiceBase
-from quantum.contracts.events import Plan, PortfolioState, RiskDecision, RiskEvent
-from quantum.contracts.streams import RISK_DECISION, RISK_EVENTS
-from quantum.registry.fleet import GOVERNOR_KEY, PORTFOLIO_KEY
-from quantum.risk.checks import DAY_MS, WEEK_MS, Approval, Limits, RiskContext, evaluate
+from quantum.contracts.events import (
+    ExecutionReport,
+    Kline,
+    Plan,
+    PortfolioState,
+    RiskDecision,
+    RiskEvent,
+)
+from quantum.contracts.streams import MARKET_TICK, RISK_DECISION, RISK_EVENTS
+from quantum.registry.fleet import GOVERNOR_KEY, PORTFOLIO_KEY, SERVICES
+from quantum.risk import ess
+from quantum.risk.checks import Approval, RiskContext, evaluate
+from quantum.risk.evaluators import (
+    DrawdownEvaluator,
+    ExecutionErrorsEvaluator,
+    health_reason,
+    stale_feed_reason,
+)
+from quantum.risk.policy import PolicyCache
 from services.risk_governor.config import Settings
 
 NAME = "risk-governor"
-POLICY_VERSION = 1
+log = structlog.get_logger(service=NAME)
 
 DECISIONS = Counter("quantum_risk_decisions_total", "Decisions", ["approved"])
 REJECTIONS = Counter("quantum_risk_rejections_total", "Rejections by reason", ["reason"])
 DECISION_SECONDS = Histogram("quantum_risk_decision_seconds", "Time to decide one plan",
                              buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01))
-
-
-def limits_from(settings: Settings) -> Limits:
-    universe = frozenset(s.strip().upper() for s in settings.universe.split(",") if s.strip())
-    return Limits(
-        max_position_margin_usd=settings.max_position_margin_usd,
-        max_leverage=settings.max_leverage, min_notional_usd=settings.min_notional_usd,
-        max_concurrent_positions=settings.max_concurrent_positions,
-        max_gross_exposure=settings.max_gross_exposure, min_confidence=settings.min_confidence,
-        cooldown_seconds=settings.cooldown_seconds,
-        max_data_age_seconds=settings.max_data_age_seconds,
-        daily_drawdown_limit=settings.daily_drawdown_limit,
-        weekly_drawdown_limit=settings.weekly_drawdown_limit, universe=universe,
-    )
+ESS_TRIPPED = Gauge("quantum_risk_ess_tripped", "1 while the emergency stop is tripped")
+DAILY_DRAWDOWN = Gauge("quantum_risk_daily_drawdown", "Drawdown from the day's first equity")
+POLICY_VERSION = Gauge("quantum_risk_policy_version", "Policy version in force")
 
 
 class RiskGovernor(ServiceBase):
     name = NAME
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        self.limits = limits_from(settings)
         self.client = client
         self.event_clock = settings.clock == "event"
+        self.policies = PolicyCache(client)
+        self.required = [s.name for s in SERVICES if s.required and s.name != NAME]
+        self.started_wall = time.time()
+        self.last_wall_check = 0.0
+        self._reset_state()
+
+    def _reset_state(self) -> None:
         self.pending: dict[str, Approval] = {}
         self.last_approval_ms: dict[str, int] = {}
         self.latest_event_ms = 0
-        self.day = self.week = -1
-        self.day_start_equity = self.week_start_equity = 0.0
-        self.alerted: set[str] = set()
+        self.drawdown = DrawdownEvaluator()
+        self.errors = ExecutionErrorsEvaluator()
+        self.announced_trips = 0
+        self.returns: dict[str, deque[float]] = {}
+        self.last_close: dict[str, float] = {}
+        self.last_marked_ms = 0
         self._dirty = False
 
     def restore(self, client: redis.Redis) -> None:
+        self._reset_state()
         raw = client.get(GOVERNOR_KEY)
-        state = orjson.loads(raw) if raw else {}
-        self.pending = {k: Approval(**v) for k, v in state.get("pending", {}).items()}
-        self.last_approval_ms = state.get("last_approval_ms", {})
-        self.latest_event_ms = state.get("latest_event_ms", 0)
-        self.day, self.week = state.get("day", -1), state.get("week", -1)
-        self.day_start_equity = state.get("day_start_equity", 0.0)
-        self.week_start_equity = state.get("week_start_equity", 0.0)
-        self.alerted = set(state.get("alerted", []))
+        if raw is None:
+            return
+        state = orjson.loads(raw)
+        self.pending = {k: Approval(**v) for k, v in state["pending"].items()}
+        self.last_approval_ms = state["last_approval_ms"]
+        self.latest_event_ms = state["latest_event_ms"]
+        self.drawdown = DrawdownEvaluator(**state["drawdown"])
+        self.errors = ExecutionErrorsEvaluator(**state["errors"])
+        self.announced_trips = state["announced_trips"]
+        window = self.policies.refresh().risk.correlation_window
+        self.returns = {s: deque(v, maxlen=window) for s, v in state["returns"].items()}
+        self.last_close = state["last_close"]
+        self.last_marked_ms = state["last_marked_ms"]
+
+    def now_ms(self) -> int:
+        return self.latest_event_ms if self.event_clock else int(time.time() * 1000)
 
     def portfolio(self) -> PortfolioState | None:
         raw = self.client.get(PORTFOLIO_KEY)
         return PortfolioState.model_validate_json(raw) if raw is not None else None
 
-    def _roll_periods(self, now_ms: int, equity: float) -> None:
-        day, week = now_ms // DAY_MS, (now_ms + 3 * DAY_MS) // WEEK_MS  # weeks start Monday
-        if day != self.day:
-            self.day, self.day_start_equity = day, equity
-            self.alerted.discard("daily_drawdown")
-        if week != self.week:
-            self.week, self.week_start_equity = week, equity
-            self.alerted.discard("weekly_drawdown")
+    # --- emergency stop -------------------------------------------------------------------
+
+    def _trip(self, out: Outbox, cause: Envelope[Any] | None, evaluator: str, reason: str) -> None:
+        ess.trip(self.client, reason, by=NAME, evaluator=evaluator, at=self.now_ms())
+        self._announce(out, cause)
+
+    def _announce(self, out: Outbox, cause: Envelope[Any] | None) -> None:
+        """Publish each trip once, with the actions the policy orders for it."""
+        state = ess.status(self.client)
+        ESS_TRIPPED.set(1 if state.tripped else 0)
+        if not state.tripped or state.trips <= self.announced_trips:
+            return
+        self.announced_trips = state.trips
+        self._dirty = True
+        policy = self.policies.refresh().risk
+        event = RiskEvent(
+            kind="ess_tripped", severity="critical", detail=state.reason,
+            data={"evaluator": state.evaluator, "by": state.by, "trip": state.trips,
+                  "close_losing_positions": policy.ess_close_losing_positions,
+                  "cut_exposure_share": policy.ess_cut_exposure_share},
+        )
+        ts = state.tripped_at or self.now_ms()
+        out.emit(RISK_EVENTS, new_envelope(event, ts=ts, source=NAME, cause=cause,
+                                           key=f"ess:{state.trips}"))
+        log.critical("emergency stop tripped", evaluator=state.evaluator, reason=state.reason)
+
+    # --- handlers -------------------------------------------------------------------------
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
-        started = time.perf_counter()
-        plan: Plan = event.payload
         self.latest_event_ms = max(self.latest_event_ms, event.ts)
-        now_ms = self.latest_event_ms if self.event_clock else int(time.time() * 1000)
+        payload = event.payload
+        if isinstance(payload, Plan):
+            self._decide(event, payload, out)
+        elif isinstance(payload, Kline):
+            self._observe_bar(payload)
+            if payload.close_time > self.last_marked_ms:
+                # Once a bar: the portfolio key is marked to this bar's close (the replay
+                # drains the bar's ticks first), so drawdown is judged at every bar.
+                self.last_marked_ms = payload.close_time
+                portfolio = self.portfolio()
+                if portfolio is not None and portfolio.positions:
+                    self._observe_equity(portfolio, event, out)
+        elif isinstance(payload, PortfolioState):
+            self._observe_equity(payload, event, out)
+        elif isinstance(payload, ExecutionReport):
+            reason = self.errors.observe(payload, self.policies.refresh().risk)
+            if reason is not None and not ess.status(self.client).tripped:
+                self._trip(out, event, "execution_errors", reason)
+        self._dirty = True
+
+    def _observe_equity(self, portfolio: PortfolioState, event: Envelope[Any], out: Outbox) -> None:
+        reason = self.drawdown.observe(portfolio, self.policies.refresh().risk)
+        DAILY_DRAWDOWN.set(self.drawdown.daily_drawdown(portfolio.equity))
+        if reason is not None and not ess.status(self.client).tripped:
+            self._trip(out, event, "drawdown", reason)
+
+    def _observe_bar(self, kline: Kline) -> None:
+        previous = self.last_close.get(kline.symbol)
+        self.last_close[kline.symbol] = kline.close
+        if previous is None:
+            return
+        window = self.policies.refresh().risk.correlation_window
+        series = self.returns.get(kline.symbol)
+        if series is None or series.maxlen != window:
+            series = self.returns[kline.symbol] = deque(series or (), maxlen=window)
+        series.append(math.log(kline.close / previous))
+
+    def _decide(self, event: Envelope[Any], plan: Plan, out: Outbox) -> None:
+        started = time.perf_counter()
+        policy = self.policies.refresh()
+        POLICY_VERSION.set(policy.version)
         portfolio = self.portfolio()
+        state = ess.status(self.client)
         if portfolio is None:
             reasons: tuple[str, ...] = ("portfolio_unavailable",)
         else:
             self.pending = {k: a for k, a in self.pending.items() if a.bar_time >= portfolio.ts}
-            self._roll_periods(now_ms, portfolio.equity)
             ctx = RiskContext(
-                limits=self.limits, portfolio=portfolio, pending=self.pending,
-                last_approval_ms=self.last_approval_ms, latest_event_ms=now_ms,
-                day_start_equity=self.day_start_equity, week_start_equity=self.week_start_equity,
+                limits=policy.risk, universe=frozenset(policy.universe.symbols),
+                portfolio=portfolio, pending=self.pending, last_approval_ms=self.last_approval_ms,
+                latest_event_ms=self.now_ms(),
+                daily_drawdown=self.drawdown.daily_drawdown(portfolio.equity),
+                weekly_drawdown=self.drawdown.weekly_drawdown(portfolio.equity),
+                returns=self.returns, block_reason=state.block_reason,
             )
             reasons = evaluate(plan, ctx)
-            for reason in reasons:
-                if reason in ("daily_drawdown", "weekly_drawdown") and reason not in self.alerted:
-                    self.alerted.add(reason)
-                    alert = RiskEvent(kind=reason, severity="critical",
-                                      detail=f"{reason} limit reached; new risk rejected",
-                                      data={"equity": portfolio.equity})
-                    out.emit(RISK_EVENTS, new_envelope(alert, ts=event.ts, source=NAME,
-                                                       cause=event, key=reason))
         approved = not reasons
         if approved:
-            self.pending[plan.plan_id] = Approval(plan.symbol, plan.bar_time, plan.notional)
+            sign = 1.0 if plan.side == "LONG" else -1.0
+            self.pending[plan.plan_id] = Approval(plan.symbol, plan.bar_time, plan.notional,
+                                                  sign * plan.notional)
             self.last_approval_ms[plan.symbol] = plan.bar_time
         decision = RiskDecision(plan_id=plan.plan_id, approved=approved, reasons=reasons,
-                                plan=plan, policy_version=POLICY_VERSION)
+                                plan=plan, policy_version=policy.version)
         out.emit(RISK_DECISION, new_envelope(decision, ts=event.ts, source=NAME, cause=event))
-        self._dirty = True
         DECISIONS.labels(str(approved).lower()).inc()
         for reason in reasons:
             REJECTIONS.labels(reason).inc()
         DECISION_SECONDS.observe(time.perf_counter() - started)
+
+    def on_idle(self, out: Outbox, now: float) -> None:
+        """Announce operator trips; on the wall clock, check heartbeats and the feed."""
+        if now - self.last_wall_check < 1.0:
+            return
+        self.last_wall_check = now
+        self._announce(out, None)
+        if self.event_clock or ess.status(self.client).tripped:
+            return
+        policy = self.policies.refresh().risk
+        if now - self.started_wall >= policy.ess_heartbeat_grace_seconds:
+            reason = health_reason(self.client, self.required)
+            if reason is not None:
+                self._trip(out, None, "system_health", reason)
+                return
+        reason = stale_feed_reason(self.client, MARKET_TICK.key, int(now * 1000), policy)
+        if reason is not None:
+            self._trip(out, None, "data_stale", reason)
 
     def on_batch_end(self, out: Outbox) -> None:
         if not self._dirty:
@@ -130,6 +233,8 @@ class RiskGovernor(ServiceBase):
         out.put_state(GOVERNOR_KEY, {
             "pending": {k: vars(a) for k, a in self.pending.items()},
             "last_approval_ms": self.last_approval_ms, "latest_event_ms": self.latest_event_ms,
-            "day": self.day, "week": self.week, "day_start_equity": self.day_start_equity,
-            "week_start_equity": self.week_start_equity, "alerted": sorted(self.alerted),
+            "drawdown": vars(self.drawdown), "errors": vars(self.errors),
+            "announced_trips": self.announced_trips,
+            "returns": {s: list(v) for s, v in self.returns.items()},
+            "last_close": self.last_close, "last_marked_ms": self.last_marked_ms,
         })

@@ -362,7 +362,8 @@ def _references_in(node: ast.AST, aliases: dict[str, str]) -> list[StreamReferen
 
 
 def violations(spec: ServiceSpec, source: str, filename: str = "<source>") -> list[str]:
-    allowed = set(_stream_names(spec.consumes)) | set(_stream_names(spec.produces))
+    allowed = (set(_stream_names(spec.consumes)) | set(_stream_names(spec.produces))
+               | set(_stream_names(spec.inspects)))
     if spec.consumes:
         allowed.add(DLQ.name)
     return [

@@ -29,6 +29,8 @@ class ServiceSpec:
         settings: ``module:Class`` of its settings (env file keys are generated from it).
         consumes: streams it reads, all with the consumer group ``name``.
         produces: streams it may publish to (the runner enforces this).
+        inspects: streams it only looks at, without a consumer group (e.g. the age of the
+            newest entry); it never consumes or publishes them.
         state_keys: Redis keys it owns (no other service writes them).
         port: its Prometheus metrics (or HTTP) port.
         required: trading stops (fail closed) when its heartbeat is missing.
@@ -43,6 +45,7 @@ class ServiceSpec:
     description: str
     consumes: tuple[StreamSpec, ...] = ()
     produces: tuple[StreamSpec, ...] = ()
+    inspects: tuple[StreamSpec, ...] = ()
     state_keys: tuple[str, ...] = ()
     port: int = 0
     required: bool = True
@@ -71,10 +74,15 @@ def state_key(name: str) -> str:
 PORTFOLIO_KEY = state_key("portfolio")
 EXECUTION_KEY = state_key("execution")
 GOVERNOR_KEY = state_key("risk-governor")
-APPLY_KEY = state_key("apply-layer")
+APPLY_KEY = state_key("apply-layer")  # sorted set of applied plan ids (duplicate guard)
+APPLY_REFUSAL_KEY = state_key("apply-layer:last-refusal")  # why the last approval was refused
 EXIT_BRAIN_KEY = state_key("exit-brain")
 AI_ENGINE_KEY = state_key("ai-engine")
 REPLAY_KEY = state_key("replay")
+ESS_KEY = state_key("ess")  # quantum.risk.ess: written by evaluators and operators
+ESS_AUDIT_KEY = state_key("ess:audit")
+POLICY_KEY = state_key("policy")  # quantum.risk.policy: written by operators
+POLICY_HISTORY_KEY = state_key("policy:history")
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -120,10 +128,11 @@ SERVICES: tuple[ServiceSpec, ...] = (
         name="risk-governor",
         module="services.risk_governor",
         settings="services.risk_governor.config:Settings",
-        description="Approves or rejects plans against the risk policy and portfolio",
-        consumes=(s.APPLY_PLAN,),
+        description="Approves or rejects plans against the risk policy; runs the emergency stop",
+        consumes=(s.MARKET_KLINES, s.APPLY_PLAN, s.PORTFOLIO_STATE, s.EXECUTION_RESULT),
         produces=(s.RISK_DECISION, s.RISK_EVENTS),
-        state_keys=(GOVERNOR_KEY,),
+        inspects=(s.MARKET_TICK,),
+        state_keys=(GOVERNOR_KEY, ESS_KEY, ESS_AUDIT_KEY, POLICY_KEY, POLICY_HISTORY_KEY),
         port=9105,
     ),
     ServiceSpec(
@@ -133,7 +142,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         description="The only path to entry orders: fresh approval, live governor, no duplicates",
         consumes=(s.RISK_DECISION,),
         produces=(s.APPLY_RESULT,),
-        state_keys=(APPLY_KEY,),
+        state_keys=(APPLY_KEY, APPLY_REFUSAL_KEY),
         port=9106,
     ),
     ServiceSpec(

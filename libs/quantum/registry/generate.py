@@ -727,6 +727,8 @@ def _service_section(spec: ServiceSpec, producer_of: dict[str, str]) -> list[str
         ]
     else:
         lines.append("- consumes: nothing")
+    if spec.inspects:
+        lines.append("- inspects (no group): " + ", ".join(f"`{s.name}`" for s in spec.inspects))
     if spec.produces:
         lines.append("- produces: " + ", ".join(f"`{s.name}`" for s in spec.produces))
     else:

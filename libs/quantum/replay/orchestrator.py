@@ -32,6 +32,7 @@ from quantum.registry.fleet import PORTFOLIO_KEY, REPLAY_KEY, SERVICES, replay_b
 from quantum.replay import report as reporting
 from quantum.replay.barrier import Barrier
 from quantum.replay.data import DataError, available_symbols, kline_path, load_symbol
+from quantum.risk import policy
 
 PUBLISHER = "market-publisher"
 INITIAL_BALANCE = 10_000.0
@@ -49,6 +50,7 @@ class ReplayRequest:
     initial_balance: float = INITIAL_BALANCE
     log_dir: Path | None = None
     settings: tuple[tuple[str, str], ...] = ()  # extra QT_* settings for every service
+    policy: tuple[tuple[str, Any], ...] = ()  # policy store overrides, e.g. ("risk.max_leverage", 5)
 
 
 class ReplayError(RuntimeError):
@@ -94,7 +96,6 @@ def _service_env(request: ReplayRequest, redis_url: str) -> dict[str, str]:
         "QT_SOURCE": "replay",
         "QT_DATA_DIR": str(request.data_dir.resolve()),
         "QT_SYMBOLS": ",".join(request.symbols),
-        "QT_UNIVERSE": ",".join(request.symbols),
         "QT_REPLAY_START": _iso(request.start),
         "QT_REPLAY_END": _iso(request.end),
         "QT_REPLAY_SPEED": "max" if request.speed is None else repr(request.speed),
@@ -159,6 +160,8 @@ def _run(request: ReplayRequest, client: redis.Redis, redis_url: str, workdir: P
     log_dir.mkdir(parents=True, exist_ok=True)
     root = Path(__file__).resolve().parents[3]
     env = _service_env(request, redis_url)
+    changes = {"universe.symbols": list(request.symbols), **dict(request.policy)}
+    policy.write(client, changes, by="replay", reason="replay universe and overrides")
     fleet = Supervisor(consumers, env=env, workdir=root, log_dir=log_dir, max_restarts=3)
     publisher = Supervisor([PUBLISHER], env=env, workdir=root, log_dir=log_dir, max_restarts=3)
     started = time.perf_counter()

@@ -337,8 +337,8 @@ class StreamHub:
         return None
 
     async def serve_connection(self, connection: ServerConnection) -> None:
-        streams, combined = parse_stream_path(connection.request.path if connection.request
-                                              else "")
+        assert connection.request is not None  # set by the handshake this handler follows
+        streams, combined = parse_stream_path(connection.request.path)
         subscriber = Subscriber(connection, combined)
         subscriber.follow(streams)
         self._subscribers.add(subscriber)

@@ -1,0 +1,102 @@
+"""The emergency stop's evaluators: each watches one thing and names a trip reason.
+
+Event-driven evaluators see the streams in order (drawdown from ``portfolio.state``,
+execution errors from ``execution.result``) and so trip at the same bar in a replay at any
+speed. Wall-clock evaluators (heartbeats, stale feed) only run on the wall clock; a replay
+runs on the event clock, where neither has a meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from quantum.contracts.events import ExecutionReport, PortfolioState
+from quantum.observability.heartbeat import heartbeat_key
+from quantum.risk.policy import RiskPolicy
+
+DAY_MS = 86_400_000
+WEEK_MS = 7 * DAY_MS
+
+
+@dataclass
+class DrawdownEvaluator:
+    """Daily and weekly drawdown from the period's first equity; the brake from the peak."""
+
+    day: int = -1
+    week: int = -1
+    day_start: float = 0.0
+    week_start: float = 0.0
+    peak: float = 0.0
+
+    def observe(self, portfolio: PortfolioState, policy: RiskPolicy) -> str | None:
+        equity, ts = portfolio.equity, portfolio.ts
+        day, week = ts // DAY_MS, (ts + 3 * DAY_MS) // WEEK_MS  # weeks start on Monday
+        if day != self.day:
+            self.day, self.day_start = day, equity
+        if week != self.week:
+            self.week, self.week_start = week, equity
+        self.peak = max(self.peak, equity)
+        if self.day_start > 0 and 1 - equity / self.day_start >= policy.ess_daily_drawdown:
+            return f"daily drawdown {1 - equity / self.day_start:.1%} ≥ {policy.ess_daily_drawdown:.0%}"
+        if self.week_start > 0 and 1 - equity / self.week_start >= policy.ess_weekly_drawdown:
+            return f"weekly drawdown {1 - equity / self.week_start:.1%} ≥ {policy.ess_weekly_drawdown:.0%}"
+        if self.peak > 0 and 1 - equity / self.peak >= policy.ess_brake_drawdown:
+            return f"drawdown from peak {1 - equity / self.peak:.1%} ≥ brake {policy.ess_brake_drawdown:.0%}"
+        return None
+
+    def daily_drawdown(self, equity: float) -> float:
+        return 1 - equity / self.day_start if self.day_start > 0 else 0.0
+
+    def weekly_drawdown(self, equity: float) -> float:
+        return 1 - equity / self.week_start if self.week_start > 0 else 0.0
+
+
+@dataclass
+class ExecutionErrorsEvaluator:
+    """Consecutive rejects from the exchange; any fill or ack resets the count."""
+
+    consecutive: int = 0
+
+    def observe(self, report: ExecutionReport, policy: RiskPolicy) -> str | None:
+        if report.kind == "reject":
+            self.consecutive += 1
+        elif report.kind in ("fill", "ack"):
+            self.consecutive = 0
+        if self.consecutive > policy.ess_max_consecutive_errors:
+            return (f"{self.consecutive} consecutive execution errors "
+                    f"(> {policy.ess_max_consecutive_errors}), last: {report.code} {report.message}")
+        return None
+
+
+def missing_heartbeats(client: redis.Redis, required: list[str]) -> list[str]:
+    pipe = client.pipeline(transaction=False)
+    for name in required:
+        pipe.exists(heartbeat_key(name))
+    return [name for name, alive in zip(required, pipe.execute(), strict=True) if not alive]
+
+
+def health_reason(client: redis.Redis, required: list[str]) -> str | None:
+    missing = missing_heartbeats(client, required)
+    return f"required services without heartbeat: {', '.join(missing)}" if missing else None
+
+
+def stale_feed_reason(client: redis.Redis, tick_key: str, now_ms: int, policy: RiskPolicy) -> str | None:
+    """Age of the newest ``market.tick`` entry (its id is its wall-clock arrival time)."""
+    last = client.xrevrange(tick_key, count=1)
+    if not last:
+        return None  # no feed yet: nothing to call stale (system health covers a dead publisher)
+    age_s = (now_ms - int(last[0][0].decode().split("-")[0])) / 1000
+    if age_s > policy.ess_data_stale_seconds:
+        return f"market data stale for {age_s:.0f}s (> {policy.ess_data_stale_seconds}s)"
+    return None
+
+
+def to_state(*evaluators: Any) -> dict[str, Any]:
+    return {type(e).__name__: asdict(e) for e in evaluators}
+
+
+def from_state(state: dict[str, Any], cls: type[Any]) -> Any:
+    return cls(**state.get(cls.__name__, {}))

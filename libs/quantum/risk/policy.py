@@ -1,0 +1,202 @@
+"""The policy store: risk, sizing and universe policy in Redis, versioned and audited.
+
+One JSON document under ``quantum:state:policy`` holds the active policy and its version;
+every write appends the previous and new document to ``quantum:state:policy:history`` with
+who, when and why. A write is validated as a whole (wrong type, out-of-range limit, unknown
+key) and applied atomically with ``WATCH``/``MULTI``, so nothing is ever half-applied.
+Services read the document when its version changes; no restart is needed.
+
+Without a stored document, services run on the defaults below (version 0), which mirror
+the parameters of the architecture brief.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import orjson
+import redis
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+POLICY_KEY = "quantum:state:policy"
+POLICY_HISTORY_KEY = "quantum:state:policy:history"
+HISTORY_LIMIT = 1000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RiskPolicy(_Strict):
+    """Pre-trade limits and emergency-stop thresholds (fractions are of equity)."""
+
+    max_position_margin_usd: float = Field(2000.0, gt=0, allow_inf_nan=False)
+    max_leverage: int = Field(10, ge=1, le=125)
+    min_notional_usd: float = Field(5.0, ge=0, allow_inf_nan=False)
+    max_concurrent_positions: int = Field(20, ge=1, le=500)
+    max_gross_exposure: float = Field(2.0, gt=0, le=50, allow_inf_nan=False)
+    max_net_exposure: float = Field(2.0, gt=0, le=50, allow_inf_nan=False)
+    max_correlation: float = Field(0.7, gt=0, le=1)
+    correlation_window: int = Field(288, ge=20, le=10_000)
+    min_confidence: float = Field(0.65, ge=0, le=1)
+    cooldown_seconds: int = Field(120, ge=0)
+    max_data_age_seconds: int = Field(300, ge=1)
+    daily_drawdown_limit: float = Field(0.15, gt=0, le=1)
+    weekly_drawdown_limit: float = Field(0.25, gt=0, le=1)
+    ess_daily_drawdown: float = Field(0.15, gt=0, le=1)
+    ess_weekly_drawdown: float = Field(0.25, gt=0, le=1)
+    ess_brake_drawdown: float = Field(0.20, gt=0, le=1)
+    ess_max_consecutive_errors: int = Field(5, ge=1)
+    ess_data_stale_seconds: int = Field(300, ge=10)
+    ess_heartbeat_grace_seconds: int = Field(30, ge=5)
+    ess_close_losing_positions: bool = True
+    ess_cut_exposure_share: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _pre_trade_limits_inside_emergency_limits(self) -> RiskPolicy:
+        if self.daily_drawdown_limit > self.ess_daily_drawdown:
+            raise ValueError("daily_drawdown_limit must not exceed ess_daily_drawdown")
+        if self.weekly_drawdown_limit > self.ess_weekly_drawdown:
+            raise ValueError("weekly_drawdown_limit must not exceed ess_weekly_drawdown")
+        return self
+
+
+class SizingPolicy(_Strict):
+    """How the intent-bridge sizes a plan."""
+
+    risk_per_trade: float = Field(0.01, gt=0, le=0.1)
+    min_notional_usd: float = Field(10.0, gt=0)
+    max_notional_usd: float = Field(10_000.0, gt=0)
+    leverage: int = Field(5, ge=1, le=125)
+    exit_profile: Literal["DEFAULT", "CHALLENGE_100"] = "DEFAULT"
+    stop_atr_multiple: float = Field(1.5, gt=0, le=20)
+    min_confidence: float = Field(0.65, ge=0, lt=1)
+    rl_sizing: Literal["off", "shadow", "active"] = "shadow"
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> SizingPolicy:
+        if self.min_notional_usd > self.max_notional_usd:
+            raise ValueError("min_notional_usd must not exceed max_notional_usd")
+        return self
+
+
+class UniversePolicy(_Strict):
+    """Tradable symbols; empty means every symbol the market-publisher streams."""
+
+    symbols: tuple[str, ...] = ()
+
+
+class Policy(_Strict):
+    version: int = Field(0, ge=0)
+    risk: RiskPolicy = RiskPolicy()
+    sizing: SizingPolicy = SizingPolicy()
+    universe: UniversePolicy = UniversePolicy()
+    updated_at: int = 0
+    updated_by: str = "defaults"
+    reason: str = "built-in defaults"
+
+    @model_validator(mode="after")
+    def _leverage_within_cap(self) -> Policy:
+        if self.sizing.leverage > self.risk.max_leverage:
+            raise ValueError("sizing.leverage must not exceed risk.max_leverage")
+        return self
+
+
+class PolicyError(ValueError):
+    """A policy write that was refused; the message names the key and why."""
+
+
+def _explain(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "policy"
+    return f"{where}: {first['msg']}"
+
+
+def load(client: redis.Redis) -> Policy:
+    raw = client.get(POLICY_KEY)
+    return Policy.model_validate_json(raw) if raw is not None else Policy()
+
+
+def version(client: redis.Redis) -> int:
+    raw = client.get(POLICY_KEY)
+    return int(orjson.loads(raw)["version"]) if raw is not None else 0
+
+
+def _set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = document
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise PolicyError(f"unknown policy section {part!r} in {dotted!r}")
+        node = node[part]
+    if parts[-1] not in node:
+        raise PolicyError(f"unknown policy key {dotted!r}")
+    node[parts[-1]] = value
+
+
+def write(client: redis.Redis, changes: dict[str, Any], *, by: str, reason: str,
+          base: Policy | None = None) -> Policy:
+    """Apply ``changes`` (dotted keys → values) as a new version; all or nothing."""
+    if not reason.strip():
+        raise PolicyError("a reason is required")
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(POLICY_KEY)
+                raw = pipe.get(POLICY_KEY)
+                current = Policy.model_validate_json(raw) if raw is not None else Policy()
+                document = (base or current).model_dump(mode="json")
+                for key, value in changes.items():
+                    _set_path(document, key, value)
+                document.update(version=current.version + 1, updated_at=int(time.time() * 1000),
+                                updated_by=by, reason=reason)
+                try:
+                    new = Policy.model_validate(document)
+                except ValidationError as e:
+                    raise PolicyError(_explain(e)) from None
+                entry = {"version": new.version, "at": new.updated_at, "by": by,
+                         "reason": reason, "changes": changes,
+                         "policy": new.model_dump(mode="json")}
+                pipe.multi()
+                pipe.set(POLICY_KEY, new.model_dump_json())
+                pipe.lpush(POLICY_HISTORY_KEY, orjson.dumps(entry))
+                pipe.ltrim(POLICY_HISTORY_KEY, 0, HISTORY_LIMIT - 1)
+                pipe.execute()
+                return new
+            except redis.WatchError:
+                continue
+
+
+def history(client: redis.Redis, count: int = 20) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in client.lrange(POLICY_HISTORY_KEY, 0, count - 1)]
+
+
+def rollback(client: redis.Redis, to_version: int, *, by: str, reason: str) -> Policy:
+    """Re-apply the document of an earlier version as a new version."""
+    for entry in client.lrange(POLICY_HISTORY_KEY, 0, -1):
+        record = orjson.loads(entry)
+        if record["version"] == to_version:
+            old = Policy.model_validate(record["policy"])
+            return write(client, {}, by=by, reason=f"rollback to v{to_version}: {reason}", base=old)
+    if to_version == 0:
+        return write(client, {}, by=by, reason=f"rollback to defaults: {reason}", base=Policy())
+    raise PolicyError(f"no policy version {to_version} in the history")
+
+
+class PolicyCache:
+    """A service's view of the policy, re-read only when the version changes."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.policy = load(client)
+
+    def refresh(self) -> Policy:
+        raw = self.client.get(POLICY_KEY)
+        if raw is None:
+            if self.policy.version != 0:
+                self.policy = Policy()
+            return self.policy
+        if orjson.loads(raw)["version"] != self.policy.version:
+            self.policy = Policy.model_validate_json(raw)
+        return self.policy

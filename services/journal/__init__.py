@@ -1,0 +1,1 @@
+"""journal: writes the trade journal (SQL) from the streams."""
