@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 
 from bench._redis import private_redis
 from quantum.bus.runner import publish
-from quantum.contracts.streams import MARKET_TICK
+from quantum.contracts.streams import CATALOGUE, MARKET_TICK
 from quantum.ctl.supervisor import Supervisor
 from quantum.market.replay import ReplaySource
 from quantum.registry.fleet import SERVICES, replay_barrier_pairs
@@ -41,7 +43,7 @@ from quantum.replay.orchestrator import (
     _wait_ready,
     run_replay,
 )
-from quantum.replay.report import stream_counts
+from quantum.replay.report import entries, stream_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -61,11 +63,51 @@ def request_for(days: int, workdir: Path) -> ReplayRequest:
     )
 
 
+def hop_latency(client: redis.Redis) -> dict[str, dict[str, float]]:
+    """Milliseconds from an event's entry to the entries it caused, per pair of streams.
+
+    Says which hop of the chain a step waits on. Entry ids carry the Redis server's time
+    in whole milliseconds, so a hop under 1 ms reads as 0 or 1: read the mean, not only
+    the percentiles.
+    """
+    located: dict[bytes, tuple[str, int]] = {}
+    caused: list[tuple[str, int, bytes]] = []
+    for name, spec in CATALOGUE.items():
+        for entry_id, fields in entries(client, spec.key):
+            event_id = fields.get(b"id")
+            if event_id is None:  # a dead letter: no envelope of its own
+                continue
+            moment = int(entry_id.split("-")[0])
+            located[event_id] = (name, moment)
+            cause = fields.get(b"causation_id")
+            if cause:
+                caused.append((name, moment, cause))
+    samples: dict[str, list[int]] = {}
+    for name, moment, cause in caused:
+        origin = located.get(cause)
+        if origin is not None:
+            samples.setdefault(f"{origin[0]} -> {name}", []).append(moment - origin[1])
+    figures = {}
+    for hop, values in sorted(samples.items()):
+        array = np.asarray(values, dtype=float)
+        figures[hop] = {"count": int(array.size), "mean_ms": round(float(array.mean()), 3),
+                        "p50_ms": float(np.percentile(array, 50)),
+                        "p99_ms": float(np.percentile(array, 99))}
+    return figures
+
+
 def ordered(request: ReplayRequest) -> dict[str, Any]:
-    """The real ``run_replay`` (private Redis, every service a process, barrier per step)."""
-    started = time.perf_counter()
-    report = run_replay(request)
-    total = time.perf_counter() - started
+    """The real ``run_replay`` (every service a process, barrier per step) on a private Redis
+    that outlives it, so the streams can be read afterwards for the per-hop latencies."""
+    with private_redis() as url:
+        started = time.perf_counter()
+        report = run_replay(replace(request, redis_url=url))
+        total = time.perf_counter() - started
+        client = redis.Redis.from_url(url)
+        try:
+            hops = hop_latency(client)
+        finally:
+            client.close()
     setup = float(report["setup_seconds"])
     replay = float(report["wall_seconds"])
     barrier = report.get("replay", {})
@@ -90,8 +132,9 @@ def ordered(request: ReplayRequest) -> dict[str, Any]:
             "of which barrier waits": round(float(barrier.get("barrier_seconds", 0.0)), 3),
             "of which publishing": round(float(barrier.get("publish_seconds", 0.0)), 3),
             "of which publisher start-up and stepping": round(max(replay - inside, 0.0), 3),
-            "other (validate, Redis start, report, stop)": round(total - setup - replay, 3),
+            "other (validate, report, stop)": round(total - setup - replay, 3),
         },
+        "hop_latency_ms": hops,
         "trades": report["trades"],
         "events_total": sum(report["events"].values()),
         "events": report["events"],
@@ -151,14 +194,32 @@ def unordered(request: ReplayRequest, log_dir: Path) -> dict[str, Any]:
     }
 
 
+def log_tails(directory: Path, lines: int = 8) -> str:
+    """The last lines of the service logs under ``directory``, for an error entry.
+
+    Services that failed the same way share one excerpt, so the reason is read once.
+    """
+    by_tail: dict[str, list[str]] = {}
+    for path in sorted(directory.glob("logs-*/*.log")):
+        text = path.read_text(errors="replace").splitlines()
+        if text:
+            by_tail.setdefault("\n".join(text[-lines:]), []).append(
+                f"{path.parent.name}/{path.name}")
+    return "\n".join(f"--- {', '.join(names)}\n{tail}" for tail, names in by_tail.items())
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Ordered replay, then the unordered reference over the same range (3 or 10 days)."""
     days = 3 if quick else 10
     with tempfile.TemporaryDirectory(prefix="quantum-bench-fleet-") as directory:
         workdir = Path(directory)
         request = request_for(days, workdir)
-        with_barrier = ordered(request)
-        without_barrier = unordered(request, workdir / "logs-unordered")
+        try:
+            with_barrier = ordered(request)
+            without_barrier = unordered(request, workdir / "logs-unordered")
+        except Exception as e:
+            # The logs die with the temporary directory: keep their ends in the error entry.
+            raise RuntimeError(f"{type(e).__name__}: {e}\n{log_tails(workdir)}") from e
     ordered_rate = with_barrier["klines_per_second"]
     p99 = float(with_barrier["kline_to_order_latency_ms"].get("p99_ms", 0.0))
     samples = int(with_barrier["kline_to_order_latency_ms"].get("count", 0))

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, derive_id, new_envelope
 from quantum.bus.runner import Outbox, ServiceBase
-from quantum.contracts.events import EndOfData, ExecutionReport, HarvestIntent, Tick
+from quantum.contracts.events import EndOfData, ExecutionReport, ExitLevels, HarvestIntent, Tick
 from quantum.contracts.streams import HARVEST_INTENT
 from quantum.exits.brain import ExitOrder, TrackedPosition
 from quantum.registry.fleet import EXIT_BRAIN_KEY
@@ -36,6 +36,7 @@ class ExitBrain(ServiceBase):
         self.positions: dict[str, TrackedPosition] = {}  # by symbol
         self.last_tick_ts: dict[str, int] = {}
         self.last_close: dict[str, float] = {}
+        self.levels_sent: dict[str, list[float | None]] = {}  # position id → [stop, tp]
         self._dirty = False
 
     def restore(self, client: redis.Redis) -> None:
@@ -44,6 +45,7 @@ class ExitBrain(ServiceBase):
         self.positions = {s: TrackedPosition(**p) for s, p in state.get("positions", {}).items()}
         self.last_tick_ts = state.get("last_tick_ts", {})
         self.last_close = state.get("last_close", {})
+        self.levels_sent = state.get("levels_sent", {})
 
     def _emit(self, out: Outbox, cause: Envelope[Any], position: TrackedPosition,
               orders: list[ExitOrder], ts: int) -> None:
@@ -60,17 +62,48 @@ class ExitBrain(ServiceBase):
         if orders:
             self._dirty = True
 
-    def _on_report(self, report: ExecutionReport) -> None:
+    def _emit_levels(self, out: Outbox, cause: Envelope[Any], position: TrackedPosition,
+                     ts: int) -> None:
+        """Publish the protective levels when they differ from the last ones sent."""
+        if position.closing or position.remaining <= 0:
+            self.levels_sent.pop(position.position_id, None)
+            return
+        stop, take_profit = position.protective_levels()
+        if self.levels_sent.get(position.position_id) == [stop, take_profit] or stop <= 0:
+            return
+        self.levels_sent[position.position_id] = [stop, take_profit]
+        levels = ExitLevels(position_id=position.position_id, symbol=position.symbol,
+                            side=position.side,  # type: ignore[arg-type]
+                            stop=stop, stop_reason=position.stop_reason, take_profit=take_profit,
+                            remaining_quantity=position.remaining, ts=ts)
+        out.emit(HARVEST_INTENT, new_envelope(levels, ts=ts, source=NAME, cause=cause,
+                                              key=f"levels:{position.position_id}"))
+        self._dirty = True
+
+    def _on_report(self, report: ExecutionReport, event: Envelope[Any], out: Outbox) -> None:
         if report.kind != "fill" or report.position_id is None:
             return
         if not report.reduce_only and report.exit_plan is not None:
-            self.positions[report.symbol] = TrackedPosition.from_fill(report.model_dump(mode="json"))
+            tracked = self.positions.get(report.symbol)
+            if tracked is not None and tracked.position_id == report.position_id:
+                # Another partial fill of the same entry order: the position grows.
+                grown = report.position_quantity - tracked.remaining
+                tracked.entry_price = ((tracked.entry_price * tracked.remaining
+                                        + report.price * grown) / report.position_quantity
+                                       if report.position_quantity > 0 else tracked.entry_price)
+                tracked.initial_quantity += max(0.0, grown)
+                tracked.remaining = report.position_quantity
+            else:
+                tracked = TrackedPosition.from_fill(report.model_dump(mode="json"))
+                self.positions[report.symbol] = tracked
+            self._emit_levels(out, event, tracked, report.ts)
         elif report.reduce_only:
             position = self.positions.get(report.symbol)
             if position is not None and position.position_id == report.position_id:
                 position.remaining = report.position_quantity
                 if report.position_quantity <= 0:
                     del self.positions[report.symbol]
+                    self.levels_sent.pop(position.position_id, None)
         self._dirty = True
 
     def _on_tick(self, tick: Tick, event: Envelope[Any], out: Outbox) -> None:
@@ -85,6 +118,7 @@ class ExitBrain(ServiceBase):
             return
         orders = position.evaluate(tick.ts, tick.open, tick.high, tick.low, tick.close)
         self._emit(out, event, position, orders, tick.ts)
+        self._emit_levels(out, event, position, tick.ts)
         self._dirty = True
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
@@ -92,7 +126,7 @@ class ExitBrain(ServiceBase):
         if isinstance(payload, Tick):
             self._on_tick(payload, event, out)
         elif isinstance(payload, ExecutionReport):
-            self._on_report(payload)
+            self._on_report(payload, event, out)
         elif isinstance(payload, EndOfData):
             for symbol, position in sorted(self.positions.items()):
                 price = self.last_close.get(symbol, position.entry_price)
@@ -107,4 +141,5 @@ class ExitBrain(ServiceBase):
         out.put_state(EXIT_BRAIN_KEY, {
             "positions": {s: p.to_dict() for s, p in self.positions.items()},
             "last_tick_ts": self.last_tick_ts, "last_close": self.last_close,
+            "levels_sent": self.levels_sent,
         })

@@ -248,6 +248,7 @@ class Runner:
         self.beacon.beat()
         out = Outbox(self.sub.produces)
         self.service.on_idle(out, now)
+        self.service.on_batch_end(out)  # timers may change state: persist it with their events
         if not out.empty:
             self.commit(out, {}, [])
         if now - self._last_claim >= self.config.claim_interval_s:

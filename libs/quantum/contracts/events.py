@@ -333,3 +333,41 @@ class PortfolioState(Payload):
     net_exposure: Finite
     positions: tuple[PositionView, ...]
     pending_orders: int
+
+
+# --- exits on the exchange and reconciliation ---------------------------------------------
+
+
+@EVENT_TYPES.register
+class ExitLevels(Payload):
+    """The exit-brain's current protective levels of a position, sent when they change, so
+    execution keeps the reduce-only stop and take-profit resting on the exchange in step
+    (a position stays protected while the fleet is down)."""
+
+    event_type = "exit.levels"
+
+    position_id: str
+    symbol: Symbol
+    side: Direction
+    stop: Positive
+    stop_reason: str
+    take_profit: Positive | None
+    remaining_quantity: NonNegative
+    ts: int
+
+
+@EVENT_TYPES.register
+class ReconcileEvent(Payload):
+    """A difference between the exchange and the fleet's book, and what was done about it."""
+
+    event_type = "reconcile.event"
+
+    kind: Literal["unknown_position", "missing_position", "quantity_mismatch",
+                  "orphan_order", "unprotected_position", "exchange_unreachable", "resolved"]
+    symbol: str
+    position_id: str | None
+    exchange_quantity: Finite
+    internal_quantity: Finite
+    action: str
+    detail: str
+    ts: int

@@ -26,10 +26,11 @@ STREAM_EVENTS: dict[str, tuple[str, ...]] = {
     "risk.decision": ("risk.decision",),
     "risk.events": ("risk.event",),
     "apply.result": ("order.request",),
-    "harvest.intent": ("harvest.intent",),
+    "harvest.intent": ("harvest.intent", "exit.levels"),
     "execution.result": ("execution.report",),
     "trade.closed": ("trade.closed",),
     "portfolio.state": ("portfolio.state",),
+    "reconcile.events": ("reconcile.event",),
     "dlq": (DEAD_LETTER_TYPE,),
 }
 

@@ -250,6 +250,11 @@ def _render(document: dict[str, Any], console: Console) -> None:
         streams.add_row(row["name"], str(row["length"]), row["last_entry_time"] or "",
                         producer, groups)
     console.print(streams)
+    trading = document["trading"]
+    if trading["entries_allowed"]:
+        console.print(f"trading: [green]entries allowed[/] (policy v{trading['policy_version']})")
+    else:
+        console.print("trading: [red]entries blocked[/]: " + "; ".join(trading["blocked_by"]))
     if document["flags"]:
         flags = Table(title="flags")
         for column in ("kind", "subject", "detail"):
@@ -594,6 +599,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     fleet_logging.configure(PROG)
     typer.main.get_command(app).main(args=argv, prog_name=PROG)
 
+
+# Command groups of other domains register themselves on ``app`` when imported.
+from quantum.ctl import risk_cmd  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

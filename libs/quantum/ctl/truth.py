@@ -237,11 +237,38 @@ def truth_map(client: redis.Redis, state: dict[str, Any] | None) -> dict[str, An
     for key in sorted(_text(k) for k in client.scan_iter(match=STATE_PREFIX + "*", count=1000)):
         if not _is_owned(key, owned):
             flags.append(Flag("undeclared_state_key", key, "no service in the registry owns it"))
+    trading = trading_state(client, beats)
+    for reason in trading["blocked_by"]:
+        flags.append(Flag("trading_blocked", "entries", reason))
     return {
         "generated_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
         "services": services,
         "streams": streams,
+        "trading": trading,
         "flags": [flag.as_dict() for flag in flags],
+    }
+
+
+def trading_state(client: redis.Redis, beats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Whether new entries can be placed, and if not, every reason why (fail closed)."""
+    from quantum.risk import ess, policy
+
+    state = ess.status(client)
+    blocked = []
+    if state.tripped:
+        blocked.append(f"emergency stop tripped ({state.evaluator}): {state.reason}")
+    if state.paused:
+        blocked.append(f"trading paused by {state.paused_by}")
+    if "risk-governor" not in beats:
+        blocked.append("risk-governor has no heartbeat: the apply-layer refuses every approval")
+    raw = client.get(fleet.APPLY_REFUSAL_KEY)
+    last_refusal = orjson.loads(raw) if raw else None
+    return {
+        "entries_allowed": not blocked,
+        "blocked_by": blocked,
+        "ess": state.model_dump(),
+        "policy_version": policy.version(client),
+        "last_refusal": last_refusal,
     }
 
 

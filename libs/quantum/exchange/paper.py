@@ -23,11 +23,13 @@ from typing import Any
 
 from quantum.contracts.events import (
     ExecutionReport,
+    ExitLevels,
     ExitPlan,
     HarvestIntent,
     OrderRequest,
     PortfolioState,
     PositionView,
+    ReconcileEvent,
     Tick,
     TradeClosed,
 )
@@ -295,6 +297,19 @@ class PaperExchange:
                                             reason="end_of_data"))
         self.pending.clear()
         return reports
+
+    def set_levels(self, levels: ExitLevels) -> None:
+        """Nothing rests on a paper book: the exit-brain's harvests are the only exits."""
+        return None
+
+    def on_reconcile(self, event: ReconcileEvent) -> tuple[list[ExecutionReport],
+                                                           list[TradeClosed]]:
+        """The paper book is its own exchange: there is nothing to reconcile against."""
+        return [], []
+
+    def poll(self, now_ms: int) -> tuple[list[ExecutionReport], list[TradeClosed], bool]:
+        """Paper fills happen on ticks, in event time; nothing arrives between events."""
+        return [], [], False
 
     def portfolio(self) -> PortfolioState:
         views = tuple(

@@ -49,6 +49,7 @@ class TrackedPosition:
     liquidation_price: float
     liquidation_buffer_pct: float
     closing: bool = False
+    trailing_callback_pct: float | None = None
 
     @classmethod
     def from_fill(cls, report: dict[str, Any]) -> TrackedPosition:
@@ -65,6 +66,7 @@ class TrackedPosition:
             time_stop_seconds=plan.get("time_stop_seconds"),
             liquidation_price=report.get("liquidation_price", 0.0),
             liquidation_buffer_pct=plan.get("liquidation_buffer_pct", 0.01),
+            trailing_callback_pct=plan.get("trailing_callback_pct"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,17 +102,17 @@ class TrackedPosition:
                 if self.break_even_after_first_tp:
                     self.stop = self._tighter(self.stop, self.entry_price)
                     self.stop_reason = "break_even_stop"
-                self.trailing_armed = self.trailing_atr_multiple is not None
+                self.trailing_armed = (self.trailing_atr_multiple is not None
+                                       or self.trailing_callback_pct is not None)
             if self.remaining <= self.initial_quantity * 1e-9:
                 self.closing = True
                 return orders
         self.best_price = max(self.best_price, favourable) if self.side == "LONG" else min(
             self.best_price, favourable)
-        if self.trailing_armed and self.trailing_atr_multiple and self.atr > 0:
-            trail = self.best_price - self.sign * self.trailing_atr_multiple * self.atr
-            if self._tighter(self.stop, trail) != self.stop:
-                self.stop = trail
-                self.stop_reason = "trailing_stop"
+        trail = self._trail()
+        if trail is not None and self._tighter(self.stop, trail) != self.stop:
+            self.stop = trail
+            self.stop_reason = "trailing_stop"
         if self.time_stop_seconds is not None and ts - self.entry_ts >= self.time_stop_seconds * 1000:
             return orders + self._close_all(close, "time_stop")
         if self.liquidation_price > 0:
@@ -118,6 +120,21 @@ class TrackedPosition:
             if distance <= self.liquidation_buffer_pct:
                 return orders + self._close_all(close, "liquidation_buffer")
         return orders
+
+    def _trail(self) -> float | None:
+        """The trailing stop from the best price: ATR multiple, else callback percentage."""
+        if not self.trailing_armed:
+            return None
+        if self.trailing_atr_multiple and self.atr > 0:
+            return self.best_price - self.sign * self.trailing_atr_multiple * self.atr
+        if self.trailing_callback_pct:
+            return self.best_price * (1 - self.sign * self.trailing_callback_pct)
+        return None
+
+    def protective_levels(self) -> tuple[float, float | None]:
+        """The stop and the furthest take-profit still ahead: what rests on the exchange."""
+        ahead = self.take_profits[self.tp_hit:]
+        return self.stop, (ahead[-1]["price"] if ahead else None)
 
     def _tighter(self, current: float, candidate: float) -> float:
         """The stop closer to the price: higher for a LONG, lower for a SHORT."""

@@ -8,6 +8,9 @@ at P − d and a take-profit at k·R at P + k·d.
   after the first take-profit.
 * ``CHALLENGE_100``: stop 1.5R at most; 30 % at 1R, 70 % at 2R; break-even after TP1;
   time stop 2 h; emergency close within 1 % of the liquidation price.
+
+A trailing stop is an ATR multiple or, for a profile without ATR, a callback percentage
+from the best price (Binance's ``TRAILING_STOP_MARKET`` semantics).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Profile:
     ladder: tuple[tuple[float, float], ...]  # (R multiple, share of the original quantity)
     stop_r: float = 1.0
     trailing_atr_multiple: float | None = None
+    trailing_callback_pct: float | None = None  # used when there is no ATR multiple
     time_stop_seconds: int | None = None
     liquidation_buffer_pct: float = 0.01
 
@@ -50,6 +54,7 @@ def exit_plan(profile_name: str, side: Direction, entry: float, stop_distance: f
         take_profits=take_profits,
         break_even_after_first_tp=True,
         trailing_atr_multiple=profile.trailing_atr_multiple,
+        trailing_callback_pct=profile.trailing_callback_pct,
         time_stop_seconds=profile.time_stop_seconds,
         liquidation_buffer_pct=profile.liquidation_buffer_pct,
         atr=atr,

@@ -126,6 +126,11 @@ class Journal:
     def buffered(self) -> int:
         return len(self._pending)
 
+    @property
+    def pending(self) -> tuple[Envelope[Any], ...]:
+        """The buffered events, oldest first."""
+        return tuple(self._pending)
+
     def write(self, events: Iterable[Envelope[Any]]) -> FlushResult:
         """Add ``events`` and flush them: the one-call form for tools and benchmarks."""
         for event in events:

@@ -95,10 +95,14 @@ def net_return(calls: np.ndarray, future_return: np.ndarray, open_time: np.ndarr
 
 def score(probabilities: np.ndarray, labels: np.ndarray, future_return: np.ndarray,
           open_time: np.ndarray, symbol_index: np.ndarray, *, threshold: float, horizon: int,
-          round_trip_fee: float) -> dict[str, Any]:
-    """Every metric of one model on one block of rows."""
+          round_trip_fee: float, calls: np.ndarray | None = None) -> dict[str, Any]:
+    """Every metric of one model on one block of rows.
+
+    ``calls`` overrides the thresholded arg-max rule for a model that decides by its own
+    rule (the fleet's baseline).
+    """
     predicted = probabilities.argmax(axis=1)
-    calls = decisions(probabilities, threshold)
+    calls = decisions(probabilities, threshold) if calls is None else calls
     confident = calls != FLAT
     realised_side = np.sign(future_return)
     call_side = np.where(calls == LONG, 1.0, -1.0)

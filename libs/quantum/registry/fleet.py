@@ -82,7 +82,9 @@ REPLAY_KEY = state_key("replay")
 ESS_KEY = state_key("ess")  # quantum.risk.ess: written by evaluators and operators
 ESS_AUDIT_KEY = state_key("ess:audit")
 POLICY_KEY = state_key("policy")  # quantum.risk.policy: written by operators
+JOURNAL_KEY = state_key("journal")  # the journal's health (database reachable, rows)
 POLICY_HISTORY_KEY = state_key("policy:history")
+RECONCILE_KEY = state_key("reconcile")  # open differences between exchange and book
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -150,7 +152,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         module="services.execution",
         settings="services.execution.config:Settings",
         description="Places orders on the exchange (paper or Binance futures); owns positions",
-        consumes=(s.APPLY_RESULT, s.HARVEST_INTENT, s.MARKET_TICK),
+        consumes=(s.APPLY_RESULT, s.HARVEST_INTENT, s.MARKET_TICK, s.RECONCILE_EVENTS),
         produces=(s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE),
         state_keys=(EXECUTION_KEY, PORTFOLIO_KEY),
         port=9107,
@@ -165,6 +167,40 @@ SERVICES: tuple[ServiceSpec, ...] = (
         produces=(s.HARVEST_INTENT,),
         state_keys=(EXIT_BRAIN_KEY,),
         port=9108,
+    ),
+    ServiceSpec(
+        name="journal",
+        module="services.journal",
+        settings="services.journal.config:Settings",
+        description="Writes the SQL trade journal (signals, risk, orders, fills, trades, snapshots)",
+        consumes=(s.AI_SIGNAL, s.AI_DECISION, s.RISK_DECISION, s.RISK_EVENTS, s.APPLY_RESULT,
+                  s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE),
+        state_keys=(JOURNAL_KEY,),
+        port=9109,
+        required=False,
+        replay=False,
+    ),
+    ServiceSpec(
+        name="dashboard-api",
+        module="services.dashboard_api",
+        settings="services.dashboard_api.config:Settings",
+        description="REST, WebSocket and web dashboard over the journal and live state; /metrics",
+        port=8080,
+        required=False,
+        replay=False,
+    ),
+    ServiceSpec(
+        name="reconcile",
+        module="services.reconcile",
+        settings="services.reconcile.config:Settings",
+        description="Compares exchange positions and orders with the book; fixes and reports drift",
+        consumes=(s.EXECUTION_RESULT,),
+        produces=(s.RECONCILE_EVENTS,),
+        state_keys=(RECONCILE_KEY,),
+        port=9110,
+        required=False,
+        loopback_only=False,
+        replay=False,
     ),
 )
 

@@ -230,6 +230,7 @@ class FuturesVenue:
         self._ws_server: Server | None = None
         self._streams: set[ServerConnection] = set()
         self.stream_connections_accepted = 0
+        self._release: asyncio.Event | None = None  # ends stalled answers early
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -268,6 +269,8 @@ class FuturesVenue:
         self.ws_url = f"ws://127.0.0.1:{self._ws_server.sockets[0].getsockname()[1]}/"
 
     async def _stop(self) -> None:
+        if self._release is not None:
+            self._release.set()
         if self._ws_server is not None:
             self._ws_server.close()
             await self._ws_server.wait_closed()
@@ -329,8 +332,14 @@ class FuturesVenue:
         return self._call(run)
 
     def stall_orders(self, seconds: float) -> None:
-        """Accept (and fill) new orders, then hold the HTTP answer for ``seconds``."""
-        self._do(lambda a: setattr(a, "stall_seconds", seconds))
+        """Accept (and fill) new orders, then hold the HTTP answer for ``seconds``;
+        ``0`` ends the stall and releases answers still held."""
+        async def run() -> None:
+            self.account.stall_seconds = seconds
+            if seconds <= 0 and self._release is not None:
+                self._release.set()
+                self._release = None
+        self._call(run)
 
     def skew_clock(self, milliseconds: int) -> None:
         self._do(lambda a: setattr(a, "skew_ms", milliseconds))
@@ -548,7 +557,11 @@ class FuturesVenue:
         if fill > 0:
             await self._fill(order, fill)
         if a.stall_seconds > 0:
-            await asyncio.sleep(a.stall_seconds)
+            self._release = self._release or asyncio.Event()
+            try:
+                await asyncio.wait_for(self._release.wait(), a.stall_seconds)
+            except TimeoutError:
+                pass
         return web.json_response(order.rest())
 
     async def _fill(self, order: VenueOrder, quantity: Decimal) -> None:

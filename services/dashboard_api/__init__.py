@@ -1,0 +1,1 @@
+"""dashboard-api: the operator's REST/WebSocket API and web page."""
