@@ -53,7 +53,9 @@ def runner_config(settings: FleetSettings) -> RunnerConfig:
 def build_runner(
     name: str, settings: FleetSettings, client: redis.Redis, service_obj: Service
 ) -> Runner:
-    return Runner(client, service_obj, subscription(service(name)), EVENT_TYPES, runner_config(settings))
+    return Runner(
+        client, service_obj, subscription(service(name)), EVENT_TYPES, runner_config(settings)
+    )
 
 
 def run_service(

@@ -64,7 +64,6 @@ class FleetSettings(BaseSettings):
     clock: Literal["wall", "event"] = "wall"
 
 
-
 S = TypeVar("S", bound=FleetSettings)
 
 
@@ -73,16 +72,22 @@ def keys_of(*classes: type[FleetSettings]) -> set[str]:
     return {ENV_PREFIX + name.upper() for cls in classes for name in cls.model_fields}
 
 
-def load(cls: type[S], *, known: set[str] | None = None, env_file: str | None = None,
-         **overrides: Any) -> S:
+def load(
+    cls: type[S], *, known: set[str] | None = None, env_file: str | None = None, **overrides: Any
+) -> S:
     """Build ``cls`` from the environment (and ``env_file``); refuse bad keys or types.
 
     ``known`` is every ``QT_*`` key any service of the fleet reads (the environment may be
     shared by several services); a ``QT_*`` variable outside it is a typo and is refused.
     """
     allowed = (known or set()) | keys_of(cls)
-    unknown = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX)
-                     and k.upper() not in allowed and k.upper() not in EXTERNAL_KEYS)
+    unknown = sorted(
+        k
+        for k in os.environ
+        if k.upper().startswith(ENV_PREFIX)
+        and k.upper() not in allowed
+        and k.upper() not in EXTERNAL_KEYS
+    )
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]} (no service declares it)")
     try:
@@ -91,4 +96,6 @@ def load(cls: type[S], *, known: set[str] | None = None, env_file: str | None = 
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         key = ENV_PREFIX + field.upper() if field else "?"
-        raise ConfigError(f"bad setting {key}: {first['msg']} (got {first.get('input')!r})") from None
+        raise ConfigError(
+            f"bad setting {key}: {first['msg']} (got {first.get('input')!r})"
+        ) from None

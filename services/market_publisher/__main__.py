@@ -6,6 +6,7 @@ import signal
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from quantum.app import COMMIT_CHANNEL, connect
 from quantum.bus.runner import publish
@@ -49,6 +50,23 @@ def _speed(text: str) -> float | None:
     return value
 
 
+def last_published(client: Any, symbols: list[str], scan: int = 5000) -> dict[str, int]:
+    """The open time of the newest kline already on the stream per symbol, so a restarted
+    live source back-fills exactly what closed while it was down."""
+    from quantum.bus.envelope import decode
+    from quantum.contracts.events import EVENT_TYPES
+    from quantum.contracts.streams import MARKET_KLINES
+
+    found: dict[str, int] = {}
+    for _, fields in client.xrevrange(MARKET_KLINES.key, count=scan):
+        kline = decode(fields, EVENT_TYPES).payload
+        if kline.symbol in symbols and kline.symbol not in found:
+            found[kline.symbol] = kline.open_time
+            if len(found) == len(symbols):
+                break
+    return found
+
+
 def main() -> None:
     settings = load(Settings, known=all_setting_keys())
     log = qlog.configure(NAME, settings.log_level)
@@ -73,25 +91,55 @@ def main() -> None:
         end_ms = _ms(settings.replay_end, "QT_REPLAY_END")
         speed = _speed(settings.replay_speed)
         try:
-            source = ReplaySource(Path(settings.data_dir), symbols, start_ms=start_ms,
-                                  end_ms=end_ms, interval=settings.interval, source_name=NAME)
+            source = ReplaySource(
+                Path(settings.data_dir),
+                symbols,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                interval=settings.interval,
+                source_name=NAME,
+            )
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        log.info("replay starting", symbols=symbols, klines=source.total_klines, speed=settings.replay_speed)
+        log.info(
+            "replay starting",
+            symbols=symbols,
+            klines=source.total_klines,
+            speed=settings.replay_speed,
+        )
 
         def progress(done: int, total: int) -> None:
             beacon.beat()
 
-        stats = drive(source, client, Barrier(client, replay_barrier_pairs(), COMMIT_CHANNEL),
-                      portfolio_key=PORTFOLIO_KEY, state_key=REPLAY_KEY, speed=speed,
-                      stop=stop, progress=progress)
-        log.info("replay finished", steps=stats.steps, klines=stats.klines,
-                 merged_steps=stats.merged_steps, barrier_seconds=round(stats.barrier_seconds, 3))
+        stats = drive(
+            source,
+            client,
+            Barrier(client, replay_barrier_pairs(), COMMIT_CHANNEL),
+            portfolio_key=PORTFOLIO_KEY,
+            state_key=REPLAY_KEY,
+            speed=speed,
+            stop=stop,
+            progress=progress,
+        )
+        log.info(
+            "replay finished",
+            steps=stats.steps,
+            klines=stats.klines,
+            merged_steps=stats.merged_steps,
+            barrier_seconds=round(stats.barrier_seconds, 3),
+        )
     else:
         from quantum.market.live import LiveSource
 
-        live = LiveSource(symbols, settings.interval, testnet=settings.binance_testnet,
-                          ws_url=settings.binance_ws_url, source_name=NAME)
+        live = LiveSource(
+            symbols,
+            settings.interval,
+            testnet=settings.binance_testnet,
+            ws_url=settings.binance_ws_url,
+            rest_url=settings.binance_rest_url,
+            source_name=NAME,
+            resume_from=last_published(client, symbols),
+        )
 
         def publish_batch(items: list) -> None:  # type: ignore[type-arg]
             publish(client, items)

@@ -19,6 +19,7 @@ class Settings(FleetSettings):
     interval: kline interval.
     binance_testnet: stream from the futures testnet (default) rather than mainnet.
     binance_ws_url: override the WebSocket base URL (a local stand-in in tests).
+    binance_rest_url: override the REST base URL used to back-fill candles after a drop.
     max_stream_lag: live backpressure bound: pause publishing while any group lags more.
     """
 
@@ -31,4 +32,5 @@ class Settings(FleetSettings):
     interval: str = "5m"
     binance_testnet: bool = True
     binance_ws_url: str | None = None
+    binance_rest_url: str | None = None
     max_stream_lag: int = Field(10_000, ge=1)

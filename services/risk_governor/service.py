@@ -53,8 +53,11 @@ log = structlog.get_logger(service=NAME)
 
 DECISIONS = Counter("quantum_risk_decisions_total", "Decisions", ["approved"])
 REJECTIONS = Counter("quantum_risk_rejections_total", "Rejections by reason", ["reason"])
-DECISION_SECONDS = Histogram("quantum_risk_decision_seconds", "Time to decide one plan",
-                             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01))
+DECISION_SECONDS = Histogram(
+    "quantum_risk_decision_seconds",
+    "Time to decide one plan",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01),
+)
 ESS_TRIPPED = Gauge("quantum_risk_ess_tripped", "1 while the emergency stop is tripped")
 DAILY_DRAWDOWN = Gauge("quantum_risk_daily_drawdown", "Drawdown from the day's first equity")
 POLICY_VERSION = Gauge("quantum_risk_policy_version", "Policy version in force")
@@ -124,14 +127,22 @@ class RiskGovernor(ServiceBase):
         self._dirty = True
         policy = self.policies.refresh().risk
         event = RiskEvent(
-            kind="ess_tripped", severity="critical", detail=state.reason,
-            data={"evaluator": state.evaluator, "by": state.by, "trip": state.trips,
-                  "close_losing_positions": policy.ess_close_losing_positions,
-                  "cut_exposure_share": policy.ess_cut_exposure_share},
+            kind="ess_tripped",
+            severity="critical",
+            detail=state.reason,
+            data={
+                "evaluator": state.evaluator,
+                "by": state.by,
+                "trip": state.trips,
+                "close_losing_positions": policy.ess_close_losing_positions,
+                "cut_exposure_share": policy.ess_cut_exposure_share,
+            },
         )
         ts = state.tripped_at or self.now_ms()
-        out.emit(RISK_EVENTS, new_envelope(event, ts=ts, source=NAME, cause=cause,
-                                           key=f"ess:{state.trips}"))
+        out.emit(
+            RISK_EVENTS,
+            new_envelope(event, ts=ts, source=NAME, cause=cause, key=f"ess:{state.trips}"),
+        )
         log.critical("emergency stop tripped", evaluator=state.evaluator, reason=state.reason)
 
     # --- handlers -------------------------------------------------------------------------
@@ -186,22 +197,32 @@ class RiskGovernor(ServiceBase):
         else:
             self.pending = {k: a for k, a in self.pending.items() if a.bar_time >= portfolio.ts}
             ctx = RiskContext(
-                limits=policy.risk, universe=frozenset(policy.universe.symbols),
-                portfolio=portfolio, pending=self.pending, last_approval_ms=self.last_approval_ms,
+                limits=policy.risk,
+                universe=frozenset(policy.universe.symbols),
+                portfolio=portfolio,
+                pending=self.pending,
+                last_approval_ms=self.last_approval_ms,
                 latest_event_ms=self.now_ms(),
                 daily_drawdown=self.drawdown.daily_drawdown(portfolio.equity),
                 weekly_drawdown=self.drawdown.weekly_drawdown(portfolio.equity),
-                returns=self.returns, block_reason=state.block_reason,
+                returns=self.returns,
+                block_reason=state.block_reason,
             )
             reasons = evaluate(plan, ctx)
         approved = not reasons
         if approved:
             sign = 1.0 if plan.side == "LONG" else -1.0
-            self.pending[plan.plan_id] = Approval(plan.symbol, plan.bar_time, plan.notional,
-                                                  sign * plan.notional)
+            self.pending[plan.plan_id] = Approval(
+                plan.symbol, plan.bar_time, plan.notional, sign * plan.notional
+            )
             self.last_approval_ms[plan.symbol] = plan.bar_time
-        decision = RiskDecision(plan_id=plan.plan_id, approved=approved, reasons=reasons,
-                                plan=plan, policy_version=policy.version)
+        decision = RiskDecision(
+            plan_id=plan.plan_id,
+            approved=approved,
+            reasons=reasons,
+            plan=plan,
+            policy_version=policy.version,
+        )
         out.emit(RISK_DECISION, new_envelope(decision, ts=event.ts, source=NAME, cause=event))
         DECISIONS.labels(str(approved).lower()).inc()
         for reason in reasons:
@@ -230,11 +251,17 @@ class RiskGovernor(ServiceBase):
         if not self._dirty:
             return
         self._dirty = False
-        out.put_state(GOVERNOR_KEY, {
-            "pending": {k: vars(a) for k, a in self.pending.items()},
-            "last_approval_ms": self.last_approval_ms, "latest_event_ms": self.latest_event_ms,
-            "drawdown": vars(self.drawdown), "errors": vars(self.errors),
-            "announced_trips": self.announced_trips,
-            "returns": {s: list(v) for s, v in self.returns.items()},
-            "last_close": self.last_close, "last_marked_ms": self.last_marked_ms,
-        })
+        out.put_state(
+            GOVERNOR_KEY,
+            {
+                "pending": {k: vars(a) for k, a in self.pending.items()},
+                "last_approval_ms": self.last_approval_ms,
+                "latest_event_ms": self.latest_event_ms,
+                "drawdown": vars(self.drawdown),
+                "errors": vars(self.errors),
+                "announced_trips": self.announced_trips,
+                "returns": {s: list(v) for s, v in self.returns.items()},
+                "last_close": self.last_close,
+                "last_marked_ms": self.last_marked_ms,
+            },
+        )

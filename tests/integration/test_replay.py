@@ -24,15 +24,26 @@ START = datetime(2025, 9, 1, tzinfo=UTC)
 END = datetime(2025, 9, 6, tzinfo=UTC)  # 1,440 bars a symbol: 512 of warm-up, then trading
 
 
-def replay(sample_dir: Path, tmp_path: Path, redis_url: str | None, **kwargs: Any) -> dict[str, Any]:
-    request = ReplayRequest(data_dir=sample_dir, symbols=SYMBOLS, start=START, end=END,
-                            report_path=tmp_path / "report.json", redis_url=redis_url,
-                            log_dir=tmp_path / "logs", **kwargs)
+def replay(
+    sample_dir: Path, tmp_path: Path, redis_url: str | None, **kwargs: Any
+) -> dict[str, Any]:
+    request = ReplayRequest(
+        data_dir=sample_dir,
+        symbols=SYMBOLS,
+        start=START,
+        end=END,
+        report_path=tmp_path / "report.json",
+        redis_url=redis_url,
+        log_dir=tmp_path / "logs",
+        **kwargs,
+    )
     return run_replay(request)
 
 
 @pytest.fixture(scope="module")
-def replayed(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], redis.Redis]:
+def replayed(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], redis.Redis]:
     """One full-speed replay into the test Redis, kept for the invariant tests."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
@@ -47,9 +58,20 @@ def stream(client: redis.Redis, name: str) -> list[dict[str, Any]]:
 
 def test_report_has_the_promised_figures(replayed: tuple[dict[str, Any], redis.Redis]) -> None:
     report, _ = replayed
-    for key in ("initial_balance", "final_balance", "trades", "win_rate", "net_pnl", "fees",
-                "max_drawdown", "sharpe", "events", "klines", "wall_seconds",
-                "klines_per_second"):
+    for key in (
+        "initial_balance",
+        "final_balance",
+        "trades",
+        "win_rate",
+        "net_pnl",
+        "fees",
+        "max_drawdown",
+        "sharpe",
+        "events",
+        "klines",
+        "wall_seconds",
+        "klines_per_second",
+    ):
         assert key in report
     assert report["klines"] == 2 * 1440
     assert report["events"]["market.klines"] == 2 * 1440
@@ -57,7 +79,9 @@ def test_report_has_the_promised_figures(replayed: tuple[dict[str, Any], redis.R
     assert report["open_positions_at_end"] == 0
 
 
-def test_every_intent_gets_exactly_one_decision(replayed: tuple[dict[str, Any], redis.Redis]) -> None:
+def test_every_intent_gets_exactly_one_decision(
+    replayed: tuple[dict[str, Any], redis.Redis],
+) -> None:
     _, client = replayed
     intents = [i["intent_id"] for i in stream(client, "trade.intent")]
     plans = {p["plan_id"]: p["intent_id"] for p in stream(client, "apply.plan")}
@@ -67,7 +91,9 @@ def test_every_intent_gets_exactly_one_decision(replayed: tuple[dict[str, Any], 
     assert sum(decisions.values()) == len(intents)
 
 
-def test_every_approval_yields_exactly_one_order(replayed: tuple[dict[str, Any], redis.Redis]) -> None:
+def test_every_approval_yields_exactly_one_order(
+    replayed: tuple[dict[str, Any], redis.Redis],
+) -> None:
     _, client = replayed
     approved = sorted(d["plan_id"] for d in stream(client, "risk.decision") if d["approved"])
     orders = sorted(o["plan_id"] for o in stream(client, "apply.result"))
@@ -83,15 +109,22 @@ def test_positions_equal_the_sum_of_fills(replayed: tuple[dict[str, Any], redis.
             continue
         sign = -1.0 if report["reduce_only"] else 1.0
         open_quantity[report["position_id"]] += sign * report["quantity"]
-        assert math.isclose(open_quantity[report["position_id"]], report["position_quantity"],
-                            rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(
+            open_quantity[report["position_id"]],
+            report["position_quantity"],
+            rel_tol=1e-9,
+            abs_tol=1e-12,
+        )
     portfolio = orjson.loads(client.get("quantum:state:portfolio"))
     held = {p["position_id"]: p["quantity"] for p in portfolio["positions"]}
     for position_id, quantity in open_quantity.items():
         assert math.isclose(quantity, held.get(position_id, 0.0), abs_tol=1e-9)
     trades = {t["trade_id"]: t for t in stream(client, "trade.closed")}
-    entries = {r["position_id"]: r["quantity"] for r in stream(client, "execution.result")
-               if r["kind"] == "fill" and not r["reduce_only"]}
+    entries = {
+        r["position_id"]: r["quantity"]
+        for r in stream(client, "execution.result")
+        if r["kind"] == "fill" and not r["reduce_only"]
+    }
     assert set(trades) == set(entries)
     for trade_id, trade in trades.items():
         assert math.isclose(trade["quantity"], entries[trade_id], rel_tol=1e-12)
@@ -104,11 +137,16 @@ def test_balance_equals_initial_plus_net_pnl_with_fees_counted_once(
     trades = stream(client, "trade.closed")
     fill_fees = sum(r["fee"] for r in stream(client, "execution.result") if r["kind"] == "fill")
     assert math.isclose(sum(t["fees"] for t in trades), fill_fees, rel_tol=1e-9)
-    assert math.isclose(report["final_balance"], report["initial_balance"] + report["net_pnl"],
-                        rel_tol=0, abs_tol=1e-6)
+    assert math.isclose(
+        report["final_balance"],
+        report["initial_balance"] + report["net_pnl"],
+        rel_tol=0,
+        abs_tol=1e-6,
+    )
     for trade in trades:
-        assert math.isclose(trade["net_pnl"], trade["gross_pnl"] - trade["fees"] - trade["funding"],
-                            abs_tol=1e-9)
+        assert math.isclose(
+            trade["net_pnl"], trade["gross_pnl"] - trade["fees"] - trade["funding"], abs_tol=1e-9
+        )
 
 
 def test_orders_fill_at_the_next_bar_open(replayed: tuple[dict[str, Any], redis.Redis]) -> None:
@@ -127,7 +165,9 @@ def test_orders_fill_at_the_next_bar_open(replayed: tuple[dict[str, Any], redis.
 
 
 def test_replay_is_deterministic_across_speeds(
-    replayed: tuple[dict[str, Any], redis.Redis], sample_dir: Path, tmp_path: Path,
+    replayed: tuple[dict[str, Any], redis.Redis],
+    sample_dir: Path,
+    tmp_path: Path,
 ) -> None:
     report, _ = replayed
     # 5-minute bars at 60,000× real time: 5 ms of wall time per bar, paced by the clock,

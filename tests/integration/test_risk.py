@@ -38,14 +38,31 @@ BAR_MS = 300_000
 ALL = frozenset({"risk.decision", "risk.events", "apply.result"})
 
 
-def make_plan(symbol: str, side: str, notional: float, leverage: int, confidence: float,
-              bar_time: int, price: float) -> Plan:
+def make_plan(
+    symbol: str,
+    side: str,
+    notional: float,
+    leverage: int,
+    confidence: float,
+    bar_time: int,
+    price: float,
+) -> Plan:
     atr = price * 0.005
     plan_id = derive_id("test", symbol, bar_time, side, notional)
-    return Plan(plan_id=plan_id, intent_id=plan_id, symbol=symbol, side=side,  # type: ignore[arg-type]
-                quantity=notional / price, reference_price=price, notional=notional,
-                leverage=leverage, confidence=confidence, size_multiplier=1.0, bar_time=bar_time,
-                exit_plan=exit_plan("DEFAULT", side, price, 1.5 * atr, atr))  # type: ignore[arg-type]
+    return Plan(
+        plan_id=plan_id,
+        intent_id=plan_id,
+        symbol=symbol,
+        side=side,  # type: ignore[arg-type]
+        quantity=notional / price,
+        reference_price=price,
+        notional=notional,
+        leverage=leverage,
+        confidence=confidence,
+        size_multiplier=1.0,
+        bar_time=bar_time,
+        exit_plan=exit_plan("DEFAULT", side, price, 1.5 * atr, atr),
+    )  # type: ignore[arg-type]
 
 
 def envelope(payload: Any, ts: int) -> Envelope[Any]:
@@ -76,8 +93,13 @@ def test_policy_write_is_validated_whole_and_audited(r: redis.Redis) -> None:
     assert policy.load(r).version == 0
     v1 = policy.write(r, {"risk.max_leverage": 8, "sizing.leverage": 4}, by="op", reason="tighten")
     assert v1.version == 1 and v1.risk.max_leverage == 8
-    for bad in ({"risk.max_leverage": "x"}, {"risk.max_leverage": 500}, {"risk.bogus": 1},
-                {"sizing.leverage": 9}, {"risk.max_leverage": 3, "sizing.min_notional_usd": -1}):
+    for bad in (
+        {"risk.max_leverage": "x"},
+        {"risk.max_leverage": 500},
+        {"risk.bogus": 1},
+        {"sizing.leverage": 9},
+        {"risk.max_leverage": 3, "sizing.min_notional_usd": -1},
+    ):
         with pytest.raises(policy.PolicyError):
             policy.write(r, bad, by="op", reason="bad")
     assert policy.load(r) == v1  # nothing half-applied
@@ -104,21 +126,38 @@ def test_services_pick_up_a_new_policy_without_restart(r: redis.Redis) -> None:
 # --- the property: nothing gets past the limits -------------------------------------------
 
 action = st.one_of(
-    st.tuples(st.just("plan"), st.sampled_from(SYMBOLS), st.sampled_from(["LONG", "SHORT"]),
-              st.floats(50, 20_000), st.integers(1, 30), st.floats(0.5, 1.0)),
+    st.tuples(
+        st.just("plan"),
+        st.sampled_from(SYMBOLS),
+        st.sampled_from(["LONG", "SHORT"]),
+        st.floats(50, 20_000),
+        st.integers(1, 30),
+        st.floats(0.5, 1.0),
+    ),
     st.tuples(st.just("move"), st.sampled_from(SYMBOLS), st.floats(-0.08, 0.08)),
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(actions=st.lists(action, min_size=1, max_size=40))
 def test_no_sequence_exceeds_the_policy(r: redis.Redis, actions: list[tuple[Any, ...]]) -> None:
     r.flushdb()
-    limits = policy.write(r, {"risk.max_concurrent_positions": 3, "risk.max_leverage": 10,
-                              "risk.max_position_margin_usd": 800.0,
-                              "risk.max_gross_exposure": 1.5, "risk.max_net_exposure": 1.0,
-                              "risk.cooldown_seconds": 0, "sizing.leverage": 5},
-                          by="test", reason="property").risk
+    limits = policy.write(
+        r,
+        {
+            "risk.max_concurrent_positions": 3,
+            "risk.max_leverage": 10,
+            "risk.max_position_margin_usd": 800.0,
+            "risk.max_gross_exposure": 1.5,
+            "risk.max_net_exposure": 1.0,
+            "risk.cooldown_seconds": 0,
+            "sizing.leverage": 5,
+        },
+        by="test",
+        reason="property",
+    ).risk
     exchange = PaperExchange(10_000.0, 0.0004, 2.0, 0.004)
     prices = dict(PRICES)
     service = governor(r)
@@ -133,27 +172,50 @@ def test_no_sequence_exceeds_the_policy(r: redis.Redis, actions: list[tuple[Any,
             write_portfolio(r, exchange)
             before = exchange.portfolio()
             out = Outbox(ALL)
-            service.handle(envelope(make_plan(symbol, side, notional, leverage, confidence, now,
-                                              prices[symbol]), now), out)
+            service.handle(
+                envelope(
+                    make_plan(symbol, side, notional, leverage, confidence, now, prices[symbol]),
+                    now,
+                ),
+                out,
+            )
             decision: RiskDecision = out.events[-1][1].payload
             if decision.approved:
                 plan = decision.plan
                 assert plan.leverage <= limits.max_leverage
                 assert plan.notional / plan.leverage <= limits.max_position_margin_usd
                 assert plan.confidence >= limits.min_confidence
-                assert (before.gross_exposure + plan.notional) / before.equity <= limits.max_gross_exposure + 1e-9
+                assert (
+                    before.gross_exposure + plan.notional
+                ) / before.equity <= limits.max_gross_exposure + 1e-9
                 order = OrderRequest(
-                    client_order_id=client_order_id(plan.plan_id), plan_id=plan.plan_id,
-                    symbol=plan.symbol, side="BUY" if plan.side == "LONG" else "SELL",
-                    position_side=plan.side, quantity=plan.quantity,
-                    reference_price=plan.reference_price, leverage=plan.leverage,
-                    reduce_only=False, reason="entry", bar_time=plan.bar_time,
-                    exit_plan=plan.exit_plan)
+                    client_order_id=client_order_id(plan.plan_id),
+                    plan_id=plan.plan_id,
+                    symbol=plan.symbol,
+                    side="BUY" if plan.side == "LONG" else "SELL",
+                    position_side=plan.side,
+                    quantity=plan.quantity,
+                    reference_price=plan.reference_price,
+                    leverage=plan.leverage,
+                    reduce_only=False,
+                    reason="entry",
+                    bar_time=plan.bar_time,
+                    exit_plan=plan.exit_plan,
+                )
                 exchange.submit(order, now)
         for symbol in SYMBOLS:  # every symbol trades a bar: fills and marks
             price = prices[symbol]
-            exchange.on_tick(Tick(symbol=symbol, ts=now + 1, open=price, high=price, low=price,
-                                  close=price, source="replay"))
+            exchange.on_tick(
+                Tick(
+                    symbol=symbol,
+                    ts=now + 1,
+                    open=price,
+                    high=price,
+                    low=price,
+                    close=price,
+                    source="replay",
+                )
+            )
         state = exchange.portfolio()
         assert len(state.positions) <= limits.max_concurrent_positions
         assert len({p.symbol for p in state.positions}) == len(state.positions)
@@ -166,8 +228,9 @@ def test_no_sequence_exceeds_the_policy(r: redis.Redis, actions: list[tuple[Any,
 
 def approved_decision(bar_time: int) -> RiskDecision:
     plan = make_plan("ETHUSDT", "LONG", 500.0, 5, 0.8, bar_time, PRICES["ETHUSDT"])
-    return RiskDecision(plan_id=plan.plan_id, approved=True, reasons=(), plan=plan,
-                        policy_version=0)
+    return RiskDecision(
+        plan_id=plan.plan_id, approved=True, reasons=(), plan=plan, policy_version=0
+    )
 
 
 def test_governor_down_means_no_orders_and_status_says_why(r: redis.Redis, redis_url: str) -> None:
@@ -190,7 +253,8 @@ def test_governor_down_means_no_orders_and_status_says_why(r: redis.Redis, redis
 
 
 def test_tripped_ess_survives_restarts_and_only_the_operator_resets_it(
-    r: redis.Redis, redis_url: str,
+    r: redis.Redis,
+    redis_url: str,
 ) -> None:
     exchange = PaperExchange(10_000.0, 0.0004, 2.0, 0.004)
     write_portfolio(r, exchange)
@@ -216,8 +280,9 @@ def test_tripped_ess_survives_restarts_and_only_the_operator_resets_it(
     assert ess.status(r).tripped
     result = CliRunner().invoke(app, ["ess", "reset", "--reason", "", "--redis-url", redis_url])
     assert result.exit_code == 2 and ess.status(r).tripped
-    result = CliRunner().invoke(app, ["ess", "reset", "--reason", "drill over",
-                                      "--redis-url", redis_url])
+    result = CliRunner().invoke(
+        app, ["ess", "reset", "--reason", "drill over", "--redis-url", redis_url]
+    )
     assert result.exit_code == 0 and not ess.status(r).tripped
     assert [a["action"] for a in ess.audit(r)] == ["reset", "trip"]
 
@@ -230,11 +295,23 @@ def test_consecutive_execution_errors_trip_the_ess(r: redis.Redis) -> None:
     service = governor(r)
     out = Outbox(ALL)
     for i in range(7):
-        report = ExecutionReport(kind="reject", client_order_id=f"c{i}", plan_id=f"p{i}",
-                                 symbol="BTCUSDT", side="BUY", position_side="LONG",
-                                 position_id=None, quantity=0, price=0, fee=0, reduce_only=False,
-                                 reason="entry", code=-2019, message="Margin is insufficient.",
-                                 ts=i)
+        report = ExecutionReport(
+            kind="reject",
+            client_order_id=f"c{i}",
+            plan_id=f"p{i}",
+            symbol="BTCUSDT",
+            side="BUY",
+            position_side="LONG",
+            position_id=None,
+            quantity=0,
+            price=0,
+            fee=0,
+            reduce_only=False,
+            reason="entry",
+            code=-2019,
+            message="Margin is insufficient.",
+            ts=i,
+        )
         service.handle(envelope(report, i), out)
     state = ess.status(r)
     assert state.tripped and state.evaluator == "execution_errors"
@@ -247,16 +324,31 @@ def test_non_finite_intent_is_dead_lettered_with_its_reason(r: redis.Redis) -> N
     from quantum.contracts.streams import APPLY_PLAN, DLQ, TRADE_INTENT
     from services.intent_bridge.service import IntentBridge
 
-    r.xadd(TRADE_INTENT.key, {
-        "type": "trade.intent", "version": "1", "id": "x", "ts": "1", "source": "test",
-        "trace_id": "x", "causation_id": "",
-        "payload": b'{"intent_id":"x","symbol":"BTCUSDT","side":"LONG","confidence":0.8,'
-                   b'"price":NaN,"atr":1.0,"bar_time":1,"model_version":"t"}'})
-    runner = Runner(r, IntentBridge(r), Subscription("intent-bridge", "intent-bridge",
-                                                     (TRADE_INTENT,), frozenset({APPLY_PLAN.name})),
-                    EVENT_TYPES, RunnerConfig(block_ms=20))
+    r.xadd(
+        TRADE_INTENT.key,
+        {
+            "type": "trade.intent",
+            "version": "1",
+            "id": "x",
+            "ts": "1",
+            "source": "test",
+            "trace_id": "x",
+            "causation_id": "",
+            "payload": b'{"intent_id":"x","symbol":"BTCUSDT","side":"LONG","confidence":0.8,'
+            b'"price":NaN,"atr":1.0,"bar_time":1,"model_version":"t"}',
+        },
+    )
+    runner = Runner(
+        r,
+        IntentBridge(r),
+        Subscription(
+            "intent-bridge", "intent-bridge", (TRADE_INTENT,), frozenset({APPLY_PLAN.name})
+        ),
+        EVENT_TYPES,
+        RunnerConfig(block_ms=20),
+    )
     runner.run(max_idle_turns=2)
-    (_, fields), = r.xrange(DLQ.key)
+    ((_, fields),) = r.xrange(DLQ.key)
     assert b"price" in fields[b"reason"]
     assert not r.exists(APPLY_PLAN.key) or r.xlen(APPLY_PLAN.key) == 0
 

@@ -167,7 +167,9 @@ def ensure_group(client: redis.Redis, stream_key: str, group: str) -> None:
 
 def dead_letter_fields(item: Delivered, group: str, reason: str) -> dict[str, bytes | str]:
     """A DLQ entry: where the entry came from, why, and its original fields as JSON."""
-    original = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in item.fields.items()}
+    original = {
+        k.decode(errors="replace"): v.decode(errors="replace") for k, v in item.fields.items()
+    }
     return {
         "type": "bus.dead_letter",
         "stream": item.stream,
@@ -197,7 +199,9 @@ class Runner:
         self.config = config or RunnerConfig()
         self.consumer = f"{subscription.service}-{self.config.instance}"
         self.log = structlog.get_logger(service=subscription.service, consumer=self.consumer)
-        self.beacon = Beacon(client, subscription.service, self.consumer, self.config.heartbeat_ttl_s)
+        self.beacon = Beacon(
+            client, subscription.service, self.consumer, self.config.heartbeat_ttl_s
+        )
         self.notifier = self.beacon.notifier
         self._stopping = False
         self._last_claim = 0.0
@@ -278,7 +282,9 @@ class Runner:
 
     # --- handling -------------------------------------------------------------------------
 
-    def process(self, batch: Sequence[Delivered], delivery_counts: dict[str, int] | None = None) -> None:
+    def process(
+        self, batch: Sequence[Delivered], delivery_counts: dict[str, int] | None = None
+    ) -> None:
         started = time.perf_counter()
         out = Outbox(self.sub.produces)
         acks: dict[str, list[str]] = defaultdict(list)
@@ -288,7 +294,9 @@ class Runner:
             count = (delivery_counts or {}).get(item.entry_id, 1)
             if count > self.config.max_deliveries:
                 reason = self.failures.pop(item.entry_id, "handler kept failing")
-                dead.append((item, f"delivery limit {self.config.max_deliveries} exceeded: {reason}"))
+                dead.append(
+                    (item, f"delivery limit {self.config.max_deliveries} exceeded: {reason}")
+                )
                 continue
             try:
                 events.append((item, decode(item.fields, self.types)))
@@ -325,8 +333,13 @@ class Runner:
                 self.service.on_batch_end(out)
             except Exception as e:  # noqa: BLE001
                 self.failures[item.entry_id] = repr(e)
-                self.log.error("handler failed; entry left pending", entry_id=item.entry_id,
-                               stream=item.stream, error=repr(e), event_type=event.type)
+                self.log.error(
+                    "handler failed; entry left pending",
+                    entry_id=item.entry_id,
+                    stream=item.stream,
+                    error=repr(e),
+                    event_type=event.type,
+                )
                 self.service.restore(self.client)
                 continue
             self.commit(out, {item.stream: [item.entry_id]}, [])
@@ -347,8 +360,12 @@ class Runner:
         for name, args, kwargs in out.commands:
             getattr(pipe, name)(*args, **kwargs)
         for item, reason in dead:
-            pipe.xadd(DLQ.key, dead_letter_fields(item, self.sub.group, reason),
-                      maxlen=DLQ.maxlen, approximate=True)
+            pipe.xadd(
+                DLQ.key,
+                dead_letter_fields(item, self.sub.group, reason),
+                maxlen=DLQ.maxlen,
+                approximate=True,
+            )
             acks.setdefault(item.stream, []).append(item.entry_id)
         for stream, ids in acks.items():
             if ids:
@@ -362,7 +379,9 @@ class Runner:
             metrics.CONSUMED.labels(self._name, stream).inc(len(ids))
         for item, reason in dead:
             metrics.DLQ.labels(self._name, item.stream).inc()
-            self.log.warning("dead-lettered", stream=item.stream, entry_id=item.entry_id, reason=reason)
+            self.log.warning(
+                "dead-lettered", stream=item.stream, entry_id=item.entry_id, reason=reason
+            )
 
     # --- recovery -------------------------------------------------------------------------
 
@@ -371,7 +390,11 @@ class Runner:
         for key in self._keys:
             while True:
                 pending = self.client.xpending_range(
-                    key, self.sub.group, min="-", max="+", count=self.config.batch_size,
+                    key,
+                    self.sub.group,
+                    min="-",
+                    max="+",
+                    count=self.config.batch_size,
                     consumername=self.consumer,
                 )
                 if not pending:
@@ -387,8 +410,12 @@ class Runner:
             start = "0-0"
             while True:
                 result = self.client.xautoclaim(
-                    key, self.sub.group, self.consumer, self.config.claim_idle_ms,
-                    start_id=start, count=self.config.batch_size,
+                    key,
+                    self.sub.group,
+                    self.consumer,
+                    self.config.claim_idle_ms,
+                    start_id=start,
+                    count=self.config.batch_size,
                 )
                 start, claimed = _id(result[0]), result[1]
                 if claimed:

@@ -20,5 +20,4 @@ class StreamSpec:
         return PREFIX + self.name
 
 
-
 DLQ = StreamSpec("dlq", 100_000, "Entries that failed validation or their delivery limit")

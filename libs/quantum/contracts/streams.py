@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from quantum.bus.streams import DLQ, PREFIX, StreamSpec
 
-MARKET_TICK = StreamSpec("market.tick", 200_000, "Price updates (a closed bar in replay, ticker live)")
+MARKET_TICK = StreamSpec(
+    "market.tick", 200_000, "Price updates (a closed bar in replay, ticker live)"
+)
 MARKET_KLINES = StreamSpec("market.klines", 200_000, "Closed candlesticks per symbol and interval")
 FEATURES = StreamSpec("features", 200_000, "The unified feature vector per closed bar")
 AI_SIGNAL = StreamSpec("ai.signal_generated", 200_000, "Every prediction with member votes")

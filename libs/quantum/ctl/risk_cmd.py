@@ -48,7 +48,9 @@ def ess_status(redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False) -> N
         _print_json(document)
         return
     if state.tripped:
-        typer.echo(f"TRIPPED by {state.by} ({state.evaluator}) at {state.tripped_at}: {state.reason}")
+        typer.echo(
+            f"TRIPPED by {state.by} ({state.evaluator}) at {state.tripped_at}: {state.reason}"
+        )
     else:
         typer.echo("clear")
     if state.paused:
@@ -142,7 +144,8 @@ def policy_set(
 @policy_app.command("history")
 def policy_history(
     count: Annotated[int, typer.Option("--count", min=1, help="Entries to show.")] = 20,
-    redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False,
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    json: Json = False,
 ) -> None:
     """Past versions: who, when, why, what changed."""
     from quantum.risk import policy

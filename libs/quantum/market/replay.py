@@ -47,19 +47,41 @@ def kline_event(
 ) -> Envelope[Any]:
     close_time = open_time + INTERVAL_MS[interval] - 1
     payload = Kline(
-        symbol=symbol, interval=interval, open_time=open_time, close_time=close_time,
-        open=bar[0], high=bar[1], low=bar[2], close=bar[3], volume=bar[4], source=origin,  # type: ignore[arg-type]
+        symbol=symbol,
+        interval=interval,
+        open_time=open_time,
+        close_time=close_time,
+        open=bar[0],
+        high=bar[1],
+        low=bar[2],
+        close=bar[3],
+        volume=bar[4],
+        source=origin,  # type: ignore[arg-type]
     )
-    return new_envelope(payload, ts=close_time, source=source, key=f"{symbol}:{interval}:{open_time}")
+    return new_envelope(
+        payload, ts=close_time, source=source, key=f"{symbol}:{interval}:{open_time}"
+    )
 
 
 def tick_event(
-    symbol: str, ts: int, bar: Sequence[float], source: str, origin: str,
-    mark_price: float | None = None, funding_rate: float | None = None,
+    symbol: str,
+    ts: int,
+    bar: Sequence[float],
+    source: str,
+    origin: str,
+    mark_price: float | None = None,
+    funding_rate: float | None = None,
 ) -> Envelope[Any]:
     payload = Tick(
-        symbol=symbol, ts=ts, open=bar[0], high=bar[1], low=bar[2], close=bar[3],
-        mark_price=mark_price, funding_rate=funding_rate, source=origin,  # type: ignore[arg-type]
+        symbol=symbol,
+        ts=ts,
+        open=bar[0],
+        high=bar[1],
+        low=bar[2],
+        close=bar[3],
+        mark_price=mark_price,
+        funding_rate=funding_rate,
+        source=origin,  # type: ignore[arg-type]
     )
     return new_envelope(payload, ts=ts, source=source, key=f"{symbol}:{ts}")
 
@@ -96,7 +118,9 @@ class ReplaySource:
         if empty:
             raise ValueError(f"no bars in the requested range for {', '.join(empty)}")
         self.times = np.unique(np.concatenate([d.open_time for d in self.data.values()]))
-        self._index = {s: {int(t): i for i, t in enumerate(d.open_time)} for s, d in self.data.items()}
+        self._index = {
+            s: {int(t): i for i, t in enumerate(d.open_time)} for s, d in self.data.items()
+        }
 
     @property
     def total_klines(self) -> int:
@@ -113,13 +137,26 @@ class ReplaySource:
             bar = data.ohlcv[i].tolist()
             close_time = open_time + step_ms - 1
             funding = data.funding.get(open_time + step_ms)
-            ticks.append((MARKET_TICK, tick_event(
-                symbol, close_time, bar, self.source_name, "replay",
-                mark_price=mark_at(data, close_time), funding_rate=funding,
-            )))
-            klines.append((MARKET_KLINES, kline_event(
-                symbol, self.interval, open_time, bar, self.source_name, "replay"
-            )))
+            ticks.append(
+                (
+                    MARKET_TICK,
+                    tick_event(
+                        symbol,
+                        close_time,
+                        bar,
+                        self.source_name,
+                        "replay",
+                        mark_price=mark_at(data, close_time),
+                        funding_rate=funding,
+                    ),
+                )
+            )
+            klines.append(
+                (
+                    MARKET_KLINES,
+                    kline_event(symbol, self.interval, open_time, bar, self.source_name, "replay"),
+                )
+            )
         return Step(open_time, ticks, klines)
 
     def end_event(self) -> Envelope[Any]:
@@ -201,21 +238,38 @@ def drive(
         stats.barrier_waits += 1
         stats.steps += 1
         stats.klines += len(step.klines)
-        client.set(state_key, orjson.dumps({
-            "status": "running", "last_open_time": open_time, "klines_done": stats.klines,
-            "klines_total": total,
-        }))
+        client.set(
+            state_key,
+            orjson.dumps(
+                {
+                    "status": "running",
+                    "last_open_time": open_time,
+                    "klines_done": stats.klines,
+                    "klines_total": total,
+                }
+            ),
+        )
         if progress is not None:
             progress(stats.klines, total)
     if stop is None or not stop.is_set():
         publish(client, [(MARKET_TICK, source.end_event())])
         barrier.wait(barrier_timeout)
         stats.barrier_seconds = barrier.wait_seconds
-        client.set(state_key, orjson.dumps({
-            "status": "done", "last_open_time": int(source.times[-1]), "klines_done": stats.klines,
-            "klines_total": total, "steps": stats.steps, "merged_steps": stats.merged_steps,
-            "barrier_checks": barrier.checks, "barrier_seconds": stats.barrier_seconds,
-            "publish_seconds": stats.publish_seconds,
-        }))
+        client.set(
+            state_key,
+            orjson.dumps(
+                {
+                    "status": "done",
+                    "last_open_time": int(source.times[-1]),
+                    "klines_done": stats.klines,
+                    "klines_total": total,
+                    "steps": stats.steps,
+                    "merged_steps": stats.merged_steps,
+                    "barrier_checks": barrier.checks,
+                    "barrier_seconds": stats.barrier_seconds,
+                    "publish_seconds": stats.publish_seconds,
+                }
+            ),
+        )
     stats.barrier_seconds = barrier.wait_seconds
     return stats

@@ -27,8 +27,13 @@ class Beacon:
         self.key = heartbeat_key(service)
         self.ttl_s = ttl_s
         self.notifier = Notifier()
-        self._beat = {"service": service, "consumer": consumer, "pid": os.getpid(),
-                      "host": socket.gethostname(), "ts": 0.0}
+        self._beat = {
+            "service": service,
+            "consumer": consumer,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "ts": 0.0,
+        }
         self._last = 0.0
 
     def beat(self, force: bool = False) -> None:

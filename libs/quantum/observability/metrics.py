@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-CONSUMED = Counter(
-    "quantum_bus_consumed_total", "Entries handled and acked", ["service", "stream"]
-)
+CONSUMED = Counter("quantum_bus_consumed_total", "Entries handled and acked", ["service", "stream"])
 PRODUCED = Counter("quantum_bus_produced_total", "Entries published", ["service", "stream"])
-DLQ = Counter("quantum_bus_dlq_total", "Entries moved to the dead-letter stream", ["service", "stream"])
+DLQ = Counter(
+    "quantum_bus_dlq_total", "Entries moved to the dead-letter stream", ["service", "stream"]
+)
 HANDLE_SECONDS = Histogram(
     "quantum_bus_handle_seconds",
     "Time to handle and commit one batch",
@@ -16,15 +16,24 @@ HANDLE_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 BATCH_SIZE = Histogram(
-    "quantum_bus_batch_entries", "Entries per batch", ["service"], buckets=(1, 2, 5, 10, 25, 50, 100, 250, 1000)
+    "quantum_bus_batch_entries",
+    "Entries per batch",
+    ["service"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 1000),
 )
 GROUP_LAG = Gauge(
-    "quantum_bus_group_lag", "Entries in the stream not yet delivered to the group", ["service", "stream"]
+    "quantum_bus_group_lag",
+    "Entries in the stream not yet delivered to the group",
+    ["service", "stream"],
 )
 GROUP_PENDING = Gauge(
-    "quantum_bus_group_pending", "Entries delivered to the group and not acked", ["service", "stream"]
+    "quantum_bus_group_pending",
+    "Entries delivered to the group and not acked",
+    ["service", "stream"],
 )
-RECLAIMED = Counter("quantum_bus_reclaimed_total", "Entries reclaimed from dead consumers", ["service", "stream"])
+RECLAIMED = Counter(
+    "quantum_bus_reclaimed_total", "Entries reclaimed from dead consumers", ["service", "stream"]
+)
 HANDLER_ERRORS = Counter("quantum_bus_handler_errors_total", "Handler exceptions", ["service"])
 UP = Gauge("quantum_service_up", "1 while the service loop runs", ["service"])
 

@@ -86,8 +86,9 @@ return {}
 class Barrier:
     """Quiescence of a set of (stream key, group) pairs."""
 
-    def __init__(self, client: redis.Redis, pairs: Iterable[tuple[str, str]],
-                 channel: str | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, pairs: Iterable[tuple[str, str]], channel: str | None = None
+    ) -> None:
         self.client = client
         self._pubsub = None
         if channel is not None:
@@ -123,7 +124,9 @@ class Barrier:
             groups, last = replies[2 * index], replies[2 * index + 1]
             if isinstance(groups, Exception):
                 groups = []
-            last_id = _id_tuple(_text(last[0][0])) if last and not isinstance(last, Exception) else (0, 0)
+            last_id = (
+                _id_tuple(_text(last[0][0])) if last and not isinstance(last, Exception) else (0, 0)
+            )
             seen = set()
             for g in groups:
                 name = _text(g["name"])

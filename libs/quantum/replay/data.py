@@ -41,8 +41,7 @@ def _rows(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, list[str]]]
             header = next(reader, None)
             if header is None or [h.strip() for h in header[: len(columns)]] != list(columns):
                 raise DataError(f"{path}: expected header {','.join(columns)}, got {header}")
-            for line_no, row in enumerate(reader, start=2):
-                yield line_no, row
+            yield from enumerate(reader, start=2)
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise DataError(f"{path}: cannot read ({e})") from None
 
@@ -68,7 +67,11 @@ def available_symbols(data_dir: Path, interval: str = "5m") -> list[str]:
 
 
 def load_symbol(
-    data_dir: Path, symbol: str, *, start_ms: int | None = None, end_ms: int | None = None,
+    data_dir: Path,
+    symbol: str,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
     interval: str = "5m",
 ) -> SymbolData:
     """Load one symbol's bars in ``[start_ms, end_ms)`` with its funding and mark prices."""
@@ -84,12 +87,16 @@ def load_symbol(
         values = _parse(path, line_no, row, 6)
         open_time = int(values[0])
         if open_time % step or open_time <= previous:
-            raise DataError(f"{path}:{line_no}: open_time {open_time} not increasing on the {interval} grid")
+            raise DataError(
+                f"{path}:{line_no}: open_time {open_time} not increasing on the {interval} grid"
+            )
         previous = open_time
         o, h, low, c, v = values[1:]
         if min(o, h, low, c) <= 0 or v < 0 or h < max(o, c) or low > min(o, c):
             raise DataError(f"{path}:{line_no}: inconsistent bar {row}")
-        if (start_ms is not None and open_time < start_ms) or (end_ms is not None and open_time >= end_ms):
+        if (start_ms is not None and open_time < start_ms) or (
+            end_ms is not None and open_time >= end_ms
+        ):
             continue
         times.append(open_time)
         bars.append([o, h, low, c, v])

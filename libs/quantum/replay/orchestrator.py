@@ -50,7 +50,9 @@ class ReplayRequest:
     initial_balance: float = INITIAL_BALANCE
     log_dir: Path | None = None
     settings: tuple[tuple[str, str], ...] = ()  # extra QT_* settings for every service
-    policy: tuple[tuple[str, Any], ...] = ()  # policy store overrides, e.g. ("risk.max_leverage", 5)
+    policy: tuple[
+        tuple[str, Any], ...
+    ] = ()  # policy store overrides, e.g. ("risk.max_leverage", 5)
 
 
 class ReplayError(RuntimeError):
@@ -70,7 +72,9 @@ def validate(request: ReplayRequest) -> int:
     missing = [s for s in request.symbols if not kline_path(request.data_dir, s).exists()]
     if missing:
         have = ", ".join(available_symbols(request.data_dir)) or "none"
-        raise ReplayError(f"no 5m klines for {', '.join(missing)} in {request.data_dir} (has: {have})")
+        raise ReplayError(
+            f"no 5m klines for {', '.join(missing)} in {request.data_dir} (has: {have})"
+        )
     start_ms = int(request.start.timestamp() * 1000) if request.start else None
     end_ms = int(request.end.timestamp() * 1000) if request.end else None
     total = 0
@@ -80,8 +84,10 @@ def validate(request: ReplayRequest) -> int:
         except DataError as e:
             raise ReplayError(str(e)) from None
         if data.open_time.size == 0:
-            raise ReplayError(f"{symbol}: no bars between {_iso(request.start) or 'start'} "
-                              f"and {_iso(request.end) or 'end'}")
+            raise ReplayError(
+                f"{symbol}: no bars between {_iso(request.start) or 'start'} "
+                f"and {_iso(request.end) or 'end'}"
+            )
         total += int(data.open_time.size)
     return total
 
@@ -105,7 +111,9 @@ def _service_env(request: ReplayRequest, redis_url: str) -> dict[str, str]:
     return env
 
 
-def _wait_ready(client: redis.Redis, supervisor: Supervisor, names: list[str], timeout: float) -> None:
+def _wait_ready(
+    client: redis.Redis, supervisor: Supervisor, names: list[str], timeout: float
+) -> None:
     barrier = Barrier(client, replay_barrier_pairs())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,8 +128,9 @@ def _wait_ready(client: redis.Redis, supervisor: Supervisor, names: list[str], t
 
 def _raise_if_failed(supervisor: Supervisor) -> None:
     for status in supervisor.status():
-        if status.gave_up or (not status.alive and status.last_exit not in (None, 0)
-                              and status.name == PUBLISHER):
+        if status.gave_up or (
+            not status.alive and status.last_exit not in (None, 0) and status.name == PUBLISHER
+        ):
             raise ReplayError(f"{status.name} failed (exit {status.last_exit}); see its log")
 
 
@@ -143,8 +152,10 @@ def run_replay(
         client = redis.Redis.from_url(redis_url)
         try:
             if client.keys("quantum:*"):
-                raise ReplayError(f"Redis at {redis_url} already holds quantum:* keys; "
-                                  "replay needs an empty database")
+                raise ReplayError(
+                    f"Redis at {redis_url} already holds quantum:* keys; "
+                    "replay needs an empty database"
+                )
             return _run(request, client, redis_url, workdir, total, progress)
         finally:
             client.close()
@@ -153,8 +164,14 @@ def run_replay(
                 server.wait(10)
 
 
-def _run(request: ReplayRequest, client: redis.Redis, redis_url: str, workdir: Path,
-         total: int, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+def _run(
+    request: ReplayRequest,
+    client: redis.Redis,
+    redis_url: str,
+    workdir: Path,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
     consumers = [s.name for s in SERVICES if s.replay and s.name != PUBLISHER]
     log_dir = request.log_dir or workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -182,8 +199,13 @@ def _run(request: ReplayRequest, client: redis.Redis, redis_url: str, workdir: P
                 break
             time.sleep(0.1)
         wall_seconds = time.perf_counter() - wall_start
-        result = reporting.build(client, initial_balance=request.initial_balance, klines=total,
-                                 wall_seconds=wall_seconds, replay_state=state)
+        result = reporting.build(
+            client,
+            initial_balance=request.initial_balance,
+            klines=total,
+            wall_seconds=wall_seconds,
+            replay_state=state,
+        )
         result["setup_seconds"] = wall_start - started
     finally:
         publisher.stop()

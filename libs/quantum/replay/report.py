@@ -25,7 +25,9 @@ from quantum.contracts.streams import (
 DAY_MS = 86_400_000
 
 
-def entries(client: redis.Redis, key: str, batch: int = 5000) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+def entries(
+    client: redis.Redis, key: str, batch: int = 5000
+) -> Iterator[tuple[str, dict[bytes, bytes]]]:
     """Every entry of a stream, oldest first, paged."""
     start = "-"
     while True:
@@ -101,12 +103,21 @@ def kline_to_order_latency(client: redis.Redis) -> dict[str, float]:
         if order_ms is not None:
             samples.append(order_ms - int(entry_id.split("-")[0]))
     values = np.asarray(samples, dtype=float)
-    return {"count": int(values.size), "p50_ms": float(np.percentile(values, 50)),
-            "p99_ms": float(np.percentile(values, 99))}
+    return {
+        "count": int(values.size),
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+    }
 
 
-def build(client: redis.Redis, *, initial_balance: float, klines: int,
-          wall_seconds: float, replay_state: dict[str, Any]) -> dict[str, Any]:
+def build(
+    client: redis.Redis,
+    *,
+    initial_balance: float,
+    klines: int,
+    wall_seconds: float,
+    replay_state: dict[str, Any],
+) -> dict[str, Any]:
     trades = payloads(client, TRADE_CLOSED.key)
     states = payloads(client, PORTFOLIO_STATE.key)
     raw = client.get("quantum:state:portfolio")
@@ -135,8 +146,21 @@ def build(client: redis.Redis, *, initial_balance: float, klines: int,
         "kline_to_order_latency": kline_to_order_latency(client),
         "replay": {k: v for k, v in replay_state.items() if k != "status"},
         "trade_list": [
-            {k: t[k] for k in ("trade_id", "symbol", "side", "quantity", "entry_price",
-                               "exit_price", "entry_ts", "exit_ts", "net_pnl", "exit_reason")}
+            {
+                k: t[k]
+                for k in (
+                    "trade_id",
+                    "symbol",
+                    "side",
+                    "quantity",
+                    "entry_price",
+                    "exit_price",
+                    "entry_ts",
+                    "exit_ts",
+                    "net_pnl",
+                    "exit_reason",
+                )
+            }
             for t in trades
         ],
     }

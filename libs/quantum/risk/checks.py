@@ -82,7 +82,11 @@ def max_gross_exposure(plan: Plan, ctx: RiskContext) -> str | None:
     if equity <= 0:
         return "max_gross_exposure"
     gross = ctx.portfolio.gross_exposure + sum(a.notional for a in ctx.pending.values())
-    return "max_gross_exposure" if (gross + plan.notional) / equity > ctx.limits.max_gross_exposure else None
+    return (
+        "max_gross_exposure"
+        if (gross + plan.notional) / equity > ctx.limits.max_gross_exposure
+        else None
+    )
 
 
 def max_net_exposure(plan: Plan, ctx: RiskContext) -> str | None:
@@ -91,7 +95,11 @@ def max_net_exposure(plan: Plan, ctx: RiskContext) -> str | None:
         return "max_net_exposure"
     sign = 1.0 if plan.side == "LONG" else -1.0
     net = ctx.portfolio.net_exposure + sum(a.signed_notional for a in ctx.pending.values())
-    return "max_net_exposure" if abs(net + sign * plan.notional) / equity > ctx.limits.max_net_exposure else None
+    return (
+        "max_net_exposure"
+        if abs(net + sign * plan.notional) / equity > ctx.limits.max_net_exposure
+        else None
+    )
 
 
 def correlation(plan: Plan, ctx: RiskContext) -> str | None:
@@ -152,9 +160,21 @@ def finite_plan(plan: Plan, ctx: RiskContext) -> str | None:
 CHECKS: dict[str, Check] = {
     check.__name__: check
     for check in (
-        emergency_stop, finite_plan, symbol_not_in_universe, min_confidence, leverage_cap,
-        max_position_margin, min_notional, position_open, max_concurrent_positions,
-        max_gross_exposure, max_net_exposure, correlation, cooldown, stale_data, daily_drawdown,
+        emergency_stop,
+        finite_plan,
+        symbol_not_in_universe,
+        min_confidence,
+        leverage_cap,
+        max_position_margin,
+        min_notional,
+        position_open,
+        max_concurrent_positions,
+        max_gross_exposure,
+        max_net_exposure,
+        correlation,
+        cooldown,
+        stale_data,
+        daily_drawdown,
         weekly_drawdown,
     )
 }

@@ -81,16 +81,25 @@ def _update(client: redis.Redis, change: Any) -> tuple[EssState, EssState]:
                 continue
 
 
-def trip(client: redis.Redis, reason: str, by: str, *, evaluator: str = "manual",
-         at: int | None = None) -> EssState:
+def trip(
+    client: redis.Redis, reason: str, by: str, *, evaluator: str = "manual", at: int | None = None
+) -> EssState:
     """Trip the ESS (idempotent: an already tripped ESS keeps its first reason)."""
     when = at if at is not None else int(time.time() * 1000)
 
     def change(old: EssState) -> Any:
         if old.tripped:
             return old, None, by, reason, when, {}
-        new = old.model_copy(update={"tripped": True, "reason": reason, "evaluator": evaluator,
-                                     "tripped_at": when, "by": by, "trips": old.trips + 1})
+        new = old.model_copy(
+            update={
+                "tripped": True,
+                "reason": reason,
+                "evaluator": evaluator,
+                "tripped_at": when,
+                "by": by,
+                "trips": old.trips + 1,
+            }
+        )
         return new, "trip", by, reason, when, {"evaluator": evaluator}
 
     return _update(client, change)[1]
@@ -103,8 +112,9 @@ def reset(client: redis.Redis, reason: str, by: str) -> EssState:
     when = int(time.time() * 1000)
 
     def change(old: EssState) -> Any:
-        new = old.model_copy(update={"tripped": False, "reason": "", "evaluator": "",
-                                     "tripped_at": 0, "by": ""})
+        new = old.model_copy(
+            update={"tripped": False, "reason": "", "evaluator": "", "tripped_at": 0, "by": ""}
+        )
         return new, "reset", by, reason, when, {"was": old.reason}
 
     return _update(client, change)[1]
@@ -112,16 +122,32 @@ def reset(client: redis.Redis, reason: str, by: str) -> EssState:
 
 def pause(client: redis.Redis, by: str, reason: str = "operator pause") -> EssState:
     when = int(time.time() * 1000)
-    return _update(client, lambda old: (
-        old.model_copy(update={"paused": True, "paused_by": by}), "pause", by, reason, when, {}
-    ))[1]
+    return _update(
+        client,
+        lambda old: (
+            old.model_copy(update={"paused": True, "paused_by": by}),
+            "pause",
+            by,
+            reason,
+            when,
+            {},
+        ),
+    )[1]
 
 
 def resume(client: redis.Redis, by: str, reason: str = "operator resume") -> EssState:
     when = int(time.time() * 1000)
-    return _update(client, lambda old: (
-        old.model_copy(update={"paused": False, "paused_by": ""}), "resume", by, reason, when, {}
-    ))[1]
+    return _update(
+        client,
+        lambda old: (
+            old.model_copy(update={"paused": False, "paused_by": ""}),
+            "resume",
+            by,
+            reason,
+            when,
+            {},
+        ),
+    )[1]
 
 
 def audit(client: redis.Redis, count: int = 50) -> list[dict[str, Any]]:

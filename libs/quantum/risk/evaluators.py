@@ -39,12 +39,14 @@ class DrawdownEvaluator:
         if week != self.week:
             self.week, self.week_start = week, equity
         self.peak = max(self.peak, equity)
-        if self.day_start > 0 and 1 - equity / self.day_start >= policy.ess_daily_drawdown:
-            return f"daily drawdown {1 - equity / self.day_start:.1%} ≥ {policy.ess_daily_drawdown:.0%}"
-        if self.week_start > 0 and 1 - equity / self.week_start >= policy.ess_weekly_drawdown:
-            return f"weekly drawdown {1 - equity / self.week_start:.1%} ≥ {policy.ess_weekly_drawdown:.0%}"
-        if self.peak > 0 and 1 - equity / self.peak >= policy.ess_brake_drawdown:
-            return f"drawdown from peak {1 - equity / self.peak:.1%} ≥ brake {policy.ess_brake_drawdown:.0%}"
+        limits = (
+            ("daily drawdown", self.day_start, policy.ess_daily_drawdown),
+            ("weekly drawdown", self.week_start, policy.ess_weekly_drawdown),
+            ("drawdown from peak", self.peak, policy.ess_brake_drawdown),
+        )
+        for name, start, limit in limits:
+            if start > 0 and 1 - equity / start >= limit:
+                return f"{name} {1 - equity / start:.1%} ≥ {limit:.0%}"
         return None
 
     def daily_drawdown(self, equity: float) -> float:
@@ -66,8 +68,10 @@ class ExecutionErrorsEvaluator:
         elif report.kind in ("fill", "ack"):
             self.consecutive = 0
         if self.consecutive > policy.ess_max_consecutive_errors:
-            return (f"{self.consecutive} consecutive execution errors "
-                    f"(> {policy.ess_max_consecutive_errors}), last: {report.code} {report.message}")
+            return (
+                f"{self.consecutive} consecutive execution errors "
+                f"(> {policy.ess_max_consecutive_errors}), last: {report.code} {report.message}"
+            )
         return None
 
 
@@ -83,7 +87,9 @@ def health_reason(client: redis.Redis, required: list[str]) -> str | None:
     return f"required services without heartbeat: {', '.join(missing)}" if missing else None
 
 
-def stale_feed_reason(client: redis.Redis, tick_key: str, now_ms: int, policy: RiskPolicy) -> str | None:
+def stale_feed_reason(
+    client: redis.Redis, tick_key: str, now_ms: int, policy: RiskPolicy
+) -> str | None:
     """Age of the newest ``market.tick`` entry (its id is its wall-clock arrival time)."""
     last = client.xrevrange(tick_key, count=1)
     if not last:

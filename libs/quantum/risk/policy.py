@@ -135,8 +135,14 @@ def _set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def write(client: redis.Redis, changes: dict[str, Any], *, by: str, reason: str,
-          base: Policy | None = None) -> Policy:
+def write(
+    client: redis.Redis,
+    changes: dict[str, Any],
+    *,
+    by: str,
+    reason: str,
+    base: Policy | None = None,
+) -> Policy:
     """Apply ``changes`` (dotted keys → values) as a new version; all or nothing."""
     if not reason.strip():
         raise PolicyError("a reason is required")
@@ -149,15 +155,24 @@ def write(client: redis.Redis, changes: dict[str, Any], *, by: str, reason: str,
                 document = (base or current).model_dump(mode="json")
                 for key, value in changes.items():
                     _set_path(document, key, value)
-                document.update(version=current.version + 1, updated_at=int(time.time() * 1000),
-                                updated_by=by, reason=reason)
+                document.update(
+                    version=current.version + 1,
+                    updated_at=int(time.time() * 1000),
+                    updated_by=by,
+                    reason=reason,
+                )
                 try:
                     new = Policy.model_validate(document)
                 except ValidationError as e:
                     raise PolicyError(_explain(e)) from None
-                entry = {"version": new.version, "at": new.updated_at, "by": by,
-                         "reason": reason, "changes": changes,
-                         "policy": new.model_dump(mode="json")}
+                entry = {
+                    "version": new.version,
+                    "at": new.updated_at,
+                    "by": by,
+                    "reason": reason,
+                    "changes": changes,
+                    "policy": new.model_dump(mode="json"),
+                }
                 pipe.multi()
                 pipe.set(POLICY_KEY, new.model_dump_json())
                 pipe.lpush(POLICY_HISTORY_KEY, orjson.dumps(entry))

@@ -28,8 +28,15 @@ def confidence_multiplier(confidence: float, min_confidence: float) -> float:
 
 
 def size_position(
-    *, equity: float, price: float, stop_distance: float, confidence: float,
-    min_confidence: float, risk_per_trade: float, min_notional: float, max_notional: float,
+    *,
+    equity: float,
+    price: float,
+    stop_distance: float,
+    confidence: float,
+    min_confidence: float,
+    risk_per_trade: float,
+    min_notional: float,
+    max_notional: float,
     rl_multiplier: float = 1.0,
 ) -> Size | None:
     """None when no valid size exists (no equity, zero stop distance, bad inputs)."""
