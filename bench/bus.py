@@ -277,8 +277,10 @@ def profile_runner(client: redis.Redis, events: int) -> dict[str, Any]:
 # --- unit costs ---------------------------------------------------------------------------
 
 
-def _microseconds_per_item(count: int, loop: Callable[[], None], repeats: int = 3) -> float:
-    """Best of ``repeats`` timings of ``loop`` (which handles ``count`` items), in µs/item."""
+def _microseconds_per_item(count: int, loop: Callable[[], object], repeats: int = 5) -> float:
+    """Best of ``repeats`` timings of ``loop`` (which handles ``count`` items), in µs/item,
+    after one untimed warm-up run (first calls build caches and validators lazily)."""
+    loop()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()

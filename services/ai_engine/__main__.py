@@ -5,5 +5,4 @@ from services.ai_engine.config import Settings
 from services.ai_engine.service import NAME, AiEngine
 
 if __name__ == "__main__":
-    run_service(NAME, Settings, lambda s, client: AiEngine(s.min_confidence, s.bias_window,
-                                                           s.bias_threshold))
+    run_service(NAME, Settings, lambda s, client: AiEngine.from_settings(s))

@@ -5,4 +5,6 @@ from services.intent_bridge.config import Settings
 from services.intent_bridge.service import NAME, IntentBridge
 
 if __name__ == "__main__":
-    run_service(NAME, Settings, lambda settings, client: IntentBridge(client))
+    run_service(
+        NAME, Settings, lambda settings, client: IntentBridge(client, settings.clock == "event")
+    )

@@ -9,12 +9,14 @@ import redis
 import structlog
 from prometheus_client import Counter
 
+from quantum.app import COMMIT_CHANNEL
 from quantum.bus.envelope import Envelope, derive_id, new_envelope
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import Plan, TradeIntent
 from quantum.contracts.streams import APPLY_PLAN
 from quantum.exits.profiles import exit_plan
-from quantum.registry.fleet import PORTFOLIO_KEY
+from quantum.registry.fleet import PORTFOLIO_KEY, settlement_pairs
+from quantum.replay.barrier import Settlement
 from quantum.risk.policy import PolicyCache
 from quantum.risk.sizing import size_position
 
@@ -32,9 +34,12 @@ class PortfolioUnavailable(RuntimeError):
 class IntentBridge(ServiceBase):
     name = NAME
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, event_clock: bool = False) -> None:
         self.client = client
         self.policies = PolicyCache(client)
+        self.settlement = Settlement(
+            client, settlement_pairs(), enabled=event_clock, channel=COMMIT_CHANNEL
+        )
 
     def equity(self) -> float:
         raw = self.client.get(PORTFOLIO_KEY)
@@ -44,6 +49,7 @@ class IntentBridge(ServiceBase):
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         intent: TradeIntent = event.payload
+        self.settlement.wait()  # replay: size on the portfolio after this bar's fills
         s = self.policies.refresh().sizing
         stop_distance = s.stop_atr_multiple * intent.atr
         size = size_position(

@@ -15,7 +15,6 @@ from quantum.observability import logging as qlog
 from quantum.observability import metrics
 from quantum.observability.heartbeat import Beacon
 from quantum.registry.fleet import (
-    PORTFOLIO_KEY,
     REPLAY_KEY,
     all_setting_keys,
     replay_barrier_pairs,
@@ -115,7 +114,6 @@ def main() -> None:
             source,
             client,
             Barrier(client, replay_barrier_pairs(), COMMIT_CHANNEL),
-            portfolio_key=PORTFOLIO_KEY,
             state_key=REPLAY_KEY,
             speed=speed,
             stop=stop,
@@ -125,7 +123,6 @@ def main() -> None:
             "replay finished",
             steps=stats.steps,
             klines=stats.klines,
-            merged_steps=stats.merged_steps,
             barrier_seconds=round(stats.barrier_seconds, 3),
         )
     else:

@@ -6,11 +6,11 @@ portfolio does not show yet (their bar is not older than the portfolio's last ti
 as pending exposure, so a burst of plans cannot slip past a limit between approval and
 fill. A missing portfolio rejects: fail closed.
 
-The same service runs the ESS evaluators: drawdown on every ``portfolio.state``, execution
-errors on every ``execution.result``, and on the wall clock the heartbeats of required
-services and the freshness of the feed. Any trip (an evaluator's or an operator's) is
-announced once on ``risk.events`` with the actions the policy orders, which the exit-brain
-carries out.
+The same service runs the ESS evaluators: drawdown at every bar (and every second on the
+wall clock) on the marked portfolio, execution errors on every ``execution.result``, and on
+the wall clock the heartbeats of required services and the freshness of the feed. Any trip
+(an evaluator's or an operator's) is announced once on ``risk.events`` with the actions the
+policy orders, which the exit-brain carries out.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import redis
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
+from quantum.app import COMMIT_CHANNEL
 from quantum.bus.envelope import Envelope, new_envelope
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
@@ -36,7 +37,8 @@ from quantum.contracts.events import (
     RiskEvent,
 )
 from quantum.contracts.streams import MARKET_TICK, RISK_DECISION, RISK_EVENTS
-from quantum.registry.fleet import GOVERNOR_KEY, PORTFOLIO_KEY, SERVICES
+from quantum.registry.fleet import GOVERNOR_KEY, PORTFOLIO_KEY, SERVICES, settlement_pairs
+from quantum.replay.barrier import Settlement
 from quantum.risk import ess
 from quantum.risk.checks import Approval, RiskContext, evaluate
 from quantum.risk.evaluators import (
@@ -70,6 +72,9 @@ class RiskGovernor(ServiceBase):
         self.client = client
         self.event_clock = settings.clock == "event"
         self.policies = PolicyCache(client)
+        self.settlement = Settlement(
+            client, settlement_pairs(), enabled=self.event_clock, channel=COMMIT_CHANNEL
+        )
         self.required = [s.name for s in SERVICES if s.required and s.name != NAME]
         self.started_wall = time.time()
         self.last_wall_check = 0.0
@@ -155,22 +160,24 @@ class RiskGovernor(ServiceBase):
         elif isinstance(payload, Kline):
             self._observe_bar(payload)
             if payload.close_time > self.last_marked_ms:
-                # Once a bar: the portfolio key is marked to this bar's close (the replay
-                # drains the bar's ticks first), so drawdown is judged at every bar.
+                # Once a bar, on the portfolio marked to this bar (in a replay, after the
+                # bar's settlement), drawdown is judged at every bar.
                 self.last_marked_ms = payload.close_time
+                self.settlement.wait()
                 portfolio = self.portfolio()
-                if portfolio is not None and portfolio.positions:
+                if portfolio is not None:
                     self._observe_equity(portfolio, event, out)
-        elif isinstance(payload, PortfolioState):
-            self._observe_equity(payload, event, out)
         elif isinstance(payload, ExecutionReport):
             reason = self.errors.observe(payload, self.policies.refresh().risk)
             if reason is not None and not ess.status(self.client).tripped:
                 self._trip(out, event, "execution_errors", reason)
         self._dirty = True
 
-    def _observe_equity(self, portfolio: PortfolioState, event: Envelope[Any], out: Outbox) -> None:
-        reason = self.drawdown.observe(portfolio, self.policies.refresh().risk)
+    def _observe_equity(
+        self, portfolio: PortfolioState, event: Envelope[Any] | None, out: Outbox
+    ) -> None:
+        policy = self.policies.refresh().risk
+        reason = self.drawdown.observe(portfolio.equity, self.now_ms(), policy)
         DAILY_DRAWDOWN.set(self.drawdown.daily_drawdown(portfolio.equity))
         if reason is not None and not ess.status(self.client).tripped:
             self._trip(out, event, "drawdown", reason)
@@ -187,6 +194,7 @@ class RiskGovernor(ServiceBase):
         series.append(math.log(kline.close / previous))
 
     def _decide(self, event: Envelope[Any], plan: Plan, out: Outbox) -> None:
+        self.settlement.wait()  # replay: judge on the portfolio after this bar's fills
         started = time.perf_counter()
         policy = self.policies.refresh()
         POLICY_VERSION.set(policy.version)
@@ -237,6 +245,10 @@ class RiskGovernor(ServiceBase):
         self._announce(out, None)
         if self.event_clock or ess.status(self.client).tripped:
             return
+        portfolio = self.portfolio()
+        if portfolio is not None:
+            self.latest_event_ms = max(self.latest_event_ms, portfolio.ts)
+            self._observe_equity(portfolio, None, out)  # live: equity every second
         policy = self.policies.refresh().risk
         if now - self.started_wall >= policy.ess_heartbeat_grace_seconds:
             reason = health_reason(self.client, self.required)

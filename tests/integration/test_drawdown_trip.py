@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import redis
@@ -16,6 +15,7 @@ from quantum.risk import ess
 from quantum.risk.evaluators import DrawdownEvaluator
 from quantum.risk.policy import RiskPolicy
 
+INITIAL_BALANCE = 10_000.0
 AGGRESSIVE = (
     ("sizing.risk_per_trade", 0.05),
     ("sizing.max_notional_usd", 60_000.0),
@@ -29,47 +29,33 @@ AGGRESSIVE = (
 )
 
 
-def observations(client: redis.Redis) -> list[tuple[str, int, float]]:
-    """What the governor judged, in the order it judged it: every portfolio snapshot, and at
-    each bar with open positions the equity marked to that bar's mark prices, as execution
-    marks them (entry-id order is the order the replay made them in)."""
-    snapshots = [
-        (eid, PortfolioState.model_validate_json(f[b"payload"]))
-        for eid, f in entries(client, "quantum:stream:portfolio.state")
-    ]
-    marks = {}
+def observations(client: redis.Redis) -> list[tuple[int, float]]:
+    """What the governor judges: at each bar, the portfolio after the
+    bar's settlement (the last snapshot up to the bar's close) marked to the bar's mark
+    prices, as execution marks it."""
+    snapshots = [PortfolioState.model_validate_json(f[b"payload"])
+                 for _, f in entries(client, "quantum:stream:portfolio.state")]
+    marks: dict[int, dict[str, float]] = {}
     for _, f in entries(client, "quantum:stream:market.tick"):
         t = orjson.loads(f[b"payload"])
         if "symbol" in t:
-            marks[(t["symbol"], t["ts"])] = t["mark_price"] or t["close"]
-    bars: dict[int, dict[str, tuple[str, float]]] = {}
-    for eid, f in entries(client, "quantum:stream:market.klines"):
-        k = orjson.loads(f[b"payload"])
-        bars.setdefault(k["close_time"], {})[k["symbol"]] = (
-            eid,
-            marks[(k["symbol"], k["close_time"])],
-        )
-    merged: list[tuple[tuple[int, int], str, int, float]] = []
-    for eid, snap in snapshots:
-        merged.append((_key(eid), eid, snap.ts, snap.equity))
-    for close_time, by_symbol in bars.items():
-        first_id = min(eid for eid, _ in by_symbol.values())
-        last = None
-        for eid, snap in snapshots:
-            if _key(eid) < _key(first_id):
-                last = snap
-        if last is None or not last.positions:
+            marks.setdefault(t["ts"], {})[t["symbol"]] = t["mark_price"] or t["close"]
+    out = []
+    index, last = 0, None
+    for close_time in sorted(marks):
+        while index < len(snapshots) and snapshots[index].ts <= close_time:
+            last = snapshots[index]
+            index += 1
+        if last is None:
+            out.append((close_time, INITIAL_BALANCE))
             continue
-        marked = {s: mark for s, (_, mark) in by_symbol.items()}
         equity = last.balance + sum(
-            (1 if p.side == "LONG" else -1)
-            * p.quantity
-            * (marked.get(p.symbol, p.mark_price) - p.entry_price)
+            (1 if p.side == "LONG" else -1) * p.quantity
+            * (marks[close_time].get(p.symbol, p.mark_price) - p.entry_price)
             for p in last.positions
         )
-        merged.append((_key(first_id), first_id, close_time, equity))
-    merged.sort()
-    return [(eid, ts, equity) for _, eid, ts, equity in merged]
+        out.append((close_time, equity))
+    return out
 
 
 def _key(entry_id: str) -> tuple[int, int]:
@@ -102,21 +88,8 @@ def test_drawdown_trips_at_the_right_bar_and_entries_stop(
     limits = RiskPolicy(daily_drawdown_limit=0.03, ess_daily_drawdown=0.03)
     evaluator = DrawdownEvaluator()
     expected: tuple[int, str] | None = None
-    for _, ts, equity in observations(client):
-        snap: Any = PortfolioState(
-            ts=ts,
-            balance=equity,
-            equity=equity,
-            unrealised_pnl=0,
-            realised_pnl=0,
-            fees_paid=0,
-            funding_paid=0,
-            gross_exposure=0,
-            net_exposure=0,
-            positions=(),
-            pending_orders=0,
-        )
-        reason = evaluator.observe(snap, limits)
+    for ts, equity in observations(client):
+        reason = evaluator.observe(equity, ts, limits)
         if reason is not None:
             expected = (ts, reason)
             break

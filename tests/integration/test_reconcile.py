@@ -46,7 +46,7 @@ def test_drift_is_found_handled_and_converges(r: redis.Redis) -> None:
         assert len(stops) == 1 and float(stops[0]["triggerPrice"]) == 57_820.0
         # execution closes out what the exchange lacks
         missing = next(e for e in first if e.kind == "missing_position")
-        reports, trades = book.on_reconcile(missing)
+        _, trades = book.on_reconcile(missing)
         assert trades[0].exit_reason == "reconcile_missing" and not book.positions
         r.set(EXECUTION_KEY, orjson.dumps(book.snapshot()))
         second = reconcile.run_pass(outbox(), 2)

@@ -51,7 +51,7 @@ def test_malformed_exchange_info_names_the_field() -> None:
         SymbolFilters.from_exchange_info(entry)
     entry = exchange_info_entry("BTCUSDT", "0.10", "0.001", "100")
     entry["filters"][1]["stepSize"] = ["0.001"]
-    with pytest.raises(ExchangeDataError, match="LOT_SIZE.stepSize"):
+    with pytest.raises(ExchangeDataError, match=r"LOT_SIZE\.stepSize"):
         SymbolFilters.from_exchange_info(entry)
 
 

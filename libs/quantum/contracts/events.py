@@ -371,3 +371,80 @@ class ReconcileEvent(Payload):
     action: str
     detail: str
     ts: int
+
+
+# --- model supervision and continuous learning (issue 3) ----------------------------------
+
+
+@EVENT_TYPES.register
+class SupervisorEvent(Payload):
+    """The ai-engine's model supervisor speaking up: direction bias blocking intents,
+    feature drift against the training distribution, a model swapped or refused, members
+    missing (below the quorum no intent is made)."""
+
+    event_type = "ai.supervisor"
+
+    kind: Literal["direction_bias", "feature_drift", "model_swapped", "model_refused",
+                  "members_missing"]
+    severity: Literal["info", "warning", "critical"]
+    detail: str
+    model_version: str
+    data: dict[str, Finite | str | bool | None] = Field(default_factory=dict)
+
+
+@EVENT_TYPES.register
+class PolicyUpdated(Payload):
+    """A new policy is in force: ``kind`` = ``model`` names the model version the ai-engine
+    must now serve (promotion or rollback by the CLM or an operator)."""
+
+    event_type = "policy.updated"
+
+    kind: Literal["model", "sizing"]
+    version: str
+    previous: str | None
+    reason: str
+    ts: int
+
+
+@EVENT_TYPES.register
+class RetrainingStarted(Payload):
+    """The CLM started a retraining run."""
+
+    event_type = "learning.retraining.started"
+
+    run_id: str
+    trigger: Literal["schedule", "manual"]
+    data_dir: str
+    symbols: tuple[Symbol, ...]
+    ts: int
+
+
+@EVENT_TYPES.register
+class RetrainingCompleted(Payload):
+    """A retraining run ended: its candidate version, or why it failed."""
+
+    event_type = "learning.retraining.completed"
+
+    run_id: str
+    succeeded: bool
+    candidate: str | None
+    detail: str
+    seconds: NonNegative
+    ts: int
+
+
+@EVENT_TYPES.register
+class ShadowCompleted(Payload):
+    """A shadow test decided: the candidate against the active model on live features,
+    scored by the metric declared before the test started."""
+
+    event_type = "learning.shadow.completed"
+
+    candidate: str
+    active: str
+    metric: str
+    candidate_score: Finite
+    active_score: Finite
+    predictions: int
+    promoted: bool
+    ts: int

@@ -31,6 +31,10 @@ STREAM_EVENTS: dict[str, tuple[str, ...]] = {
     "trade.closed": ("trade.closed",),
     "portfolio.state": ("portfolio.state",),
     "reconcile.events": ("reconcile.event",),
+    "ai.supervisor": ("ai.supervisor",),
+    "policy.updated": ("policy.updated",),
+    "learning.events": ("learning.retraining.started", "learning.retraining.completed",
+                        "learning.shadow.completed"),
     "dlq": (DEAD_LETTER_TYPE,),
 }
 

@@ -26,6 +26,8 @@ PORTFOLIO_STATE = StreamSpec("portfolio.state", 50_000, "Positions, balance and 
 RL_REWARDS = StreamSpec("rl_rewards", 100_000, "Closed-trade rewards for the RL sizer")
 POLICY_UPDATED = StreamSpec("policy.updated", 10_000, "A new sizing policy or promoted model")
 RECONCILE_EVENTS = StreamSpec("reconcile.events", 50_000, "Differences between exchange and fleet")
+AI_SUPERVISOR = StreamSpec("ai.supervisor", 50_000, "Model supervisor: bias, drift, swaps, members")
+LEARNING_EVENTS = StreamSpec("learning.events", 10_000, "CLM retraining runs and shadow tests")
 
 CATALOGUE: dict[str, StreamSpec] = {
     spec.name: spec
@@ -47,6 +49,8 @@ CATALOGUE: dict[str, StreamSpec] = {
         RL_REWARDS,
         POLICY_UPDATED,
         RECONCILE_EVENTS,
+        AI_SUPERVISOR,
+        LEARNING_EVENTS,
         DLQ,
     )
 }

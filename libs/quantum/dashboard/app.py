@@ -94,6 +94,7 @@ def create_app(options: DashboardOptions, *, heartbeat: bool = True) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if heartbeat:
             backend.start_heartbeat()
+        await run_in_threadpool(backend.prepare)
         try:
             yield
         finally:
@@ -160,8 +161,11 @@ def _install_errors(app: FastAPI) -> None:
 
 
 def _read_routes(app: FastAPI, backend: DashboardBackend, require_read: Any) -> None:
-    reads: dict[str, Any] = {"dependencies": [Depends(require_read)],
-                             "responses": COMMON_RESPONSES, "tags": ["read"]}
+    # The read guard is attached only when a read token is configured, so the OpenAPI
+    # document says truthfully whether reads need a credential.
+    guarded = [Depends(require_read)] if backend.options.read_token else []
+    reads: dict[str, Any] = {"dependencies": guarded, "responses": COMMON_RESPONSES,
+                             "tags": ["read"]}
 
     @app.get("/api/trades", response_model=s.TradePage, summary="Closed trades", **reads)
     def trades(symbol: SymbolFilter = None, side: Side = None,

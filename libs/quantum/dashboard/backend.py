@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import structlog
 from sqlalchemy import Engine
 
 from quantum.ctl.runstate import pid_alive
@@ -34,6 +35,8 @@ from quantum.observability.heartbeat import Beacon
 SEVERITY = {"ok": 0, "degraded": 1, "down": 2}
 STALE_JOURNAL_HEALTH_S = 10.0
 LAG_DEGRADED = 10_000  # entries a group may fall behind before its stream counts as degraded
+
+log = structlog.get_logger(service="dashboard-api")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,14 @@ class DashboardBackend:
                     upgrade(self.engine)
                     self._migrated = True
         return self.engine
+
+    def prepare(self) -> None:
+        """Migrate the journal at start-up, before requests race for it; a database that is
+        down now is retried on first use (reads answer 503 meanwhile)."""
+        try:
+            self.journal()
+        except UNAVAILABLE_ERRORS as e:
+            log.warning("journal database unavailable at start", error=f"{type(e).__name__}")
 
     def start_heartbeat(self) -> None:
         """Beat ``quantum:heartbeat:dashboard-api`` and the systemd watchdog every second."""

@@ -69,11 +69,17 @@ class FleetCollector(Collector):
                                   labels=["service", "required"])
         age = GaugeMetricFamily("quantum_service_heartbeat_age_seconds",
                                 "Seconds since the service's last heartbeat", labels=["service"])
+        # The pid in the heartbeat: a restart changes it, so changes() over a window counts
+        # restarts under systemd too, where process_* metrics are hidden (ProcSubset=pid).
+        pid = GaugeMetricFamily("quantum_service_process_id",
+                                "Process id in the service's heartbeat", labels=["service"])
         for service in document["services"]:
             up = service["state"] == "up"
             alive.add_metric([service["name"], str(service["required"]).lower()], 1.0 if up else 0.0)
             if service["heartbeat_age_s"] is not None:
                 age.add_metric([service["name"]], float(service["heartbeat_age_s"]))
+            if isinstance(service.get("pid"), int):
+                pid.add_metric([service["name"]], float(service["pid"]))
         flags = GaugeMetricFamily("quantum_truth_flags", "Truth-map findings by kind", labels=["kind"])
         counts: dict[str, int] = {}
         for flag in document["flags"]:
@@ -81,7 +87,7 @@ class FleetCollector(Collector):
         for kind in ("missing_heartbeat", "gave_up", "dead_stream", "missing_group",
                      "orphan_group", "undeclared_stream", "undeclared_state_key"):
             flags.add_metric([kind], float(counts.get(kind, 0)))
-        yield from (alive, age, flags)
+        yield from (alive, age, pid, flags)
 
     def _journal(self) -> Iterator[Metric]:
         snapshot = queries.latest_snapshot(self.backend.journal())

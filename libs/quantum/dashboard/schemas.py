@@ -187,7 +187,10 @@ class EquityPoint(Model):
 
 
 class Health(Model):
-    """The truth map (``quantumctl status --json``) with an overall status."""
+    """The truth map (``quantumctl status --json``) with an overall status. Open to fields
+    the truth map gains (it is owned by ``quantum.ctl.truth``, not by this API)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     status: Literal["ok", "degraded", "down"]
     generated_at: str

@@ -225,7 +225,8 @@ class BinanceFutures:
             except BinanceAPIException as e:
                 self._observe(e.response)
                 if e.status_code in (429, 418):
-                    retry = e.response.headers.get("Retry-After") if e.response is not None else None
+                    headers = getattr(e.response, "headers", {}) or {}
+                    retry = headers.get("Retry-After")
                     wait = self.budget.ban(e.status_code, retry)
                     raise RateLimited(f"{endpoint}: HTTP {e.status_code} ({e.message}); "
                                       f"retry in {wait:.0f}s", wait) from None

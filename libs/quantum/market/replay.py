@@ -5,14 +5,16 @@ the bar (open/high/low/close, mark price, and the funding rate when a funding se
 falls at the bar's close) and a ``market.kline``. Replay runs in event time, so the
 outcome is the same at any speed:
 
-* **Phase A** (ticks) lets execution fill orders queued on the previous bar and the
-  exit-brain act on open positions; the source then waits for the fleet to drain.
-* **Phase B** (klines) drives features → ai-engine → sizing → risk → apply-layer, whose
-  orders queue for the next bar; again the source waits for the fleet to drain.
+* The ticks let execution fill orders queued on the previous bar, settle funding and mark
+  positions, and the exit-brain act on open positions (its exits go back to execution).
+* The klines drive features → ai-engine → sizing → risk → apply-layer, whose orders queue
+  for the next bar. Sizing and risk read the portfolio, so on the event clock they first
+  wait until the bar's settlement (execution and exit-brain) is quiescent: they see the
+  portfolio after the bar, exactly as if the ticks had been drained first.
 
-When no position is open and no order is queued, phase A can change nothing that phase B
-reads, so both are published together behind one barrier. After the last step an
-``market.end_of_data`` event lets the exit-brain close what is still open.
+The source then waits (the barrier) until every consumer group has handled everything, and
+only then publishes the next bar. After the last step a ``market.end_of_data`` event lets the
+exit-brain close what is still open.
 
 The barrier also bounds the streams: nothing is published while the fleet is behind.
 """
@@ -169,19 +171,9 @@ class ReplaySource:
 class ReplayStats:
     steps: int = 0
     klines: int = 0
-    merged_steps: int = 0
     barrier_waits: int = 0
     barrier_seconds: float = 0.0
     publish_seconds: float = 0.0
-
-
-def needs_tick_phase(client: redis.Redis, portfolio_key: str) -> bool:
-    """True when a position is open or an order is queued (phase A can change state)."""
-    raw = client.get(portfolio_key)
-    if raw is None:
-        return False
-    state = orjson.loads(raw)
-    return bool(state.get("positions")) or bool(state.get("pending_orders"))
 
 
 def drive(
@@ -189,7 +181,6 @@ def drive(
     client: redis.Redis,
     barrier: Barrier,
     *,
-    portfolio_key: str,
     state_key: str,
     speed: float | None = None,
     stop: threading.Event | None = None,
@@ -210,6 +201,7 @@ def drive(
         stats.klines = int(previous.get("klines_done", 0))
     barrier.wait(barrier_timeout)  # every consumer group exists and is idle
     wall_start = time.monotonic()
+    progress_state: dict[str, Any] = {}
     first_time = int(source.times[0])
     for open_time in source.times.tolist():
         if stop is not None and stop.is_set():
@@ -223,32 +215,24 @@ def drive(
             if delay > 0:
                 time.sleep(delay)
         started = time.perf_counter()
-        if needs_tick_phase(client, portfolio_key):
-            publish(client, step.ticks)
-            stats.publish_seconds += time.perf_counter() - started
-            barrier.wait(barrier_timeout)
-            started = time.perf_counter()
-            publish(client, step.klines)
-            stats.barrier_waits += 1
-        else:
-            publish(client, step.klines + step.ticks)  # the longer chain starts first
-            stats.merged_steps += 1
+        pipe = client.pipeline(transaction=False)
+        # Ticks before klines, in one pipeline: when a kline (and so any intent it causes)
+        # exists, its bar's ticks exist too, and sizing and risk wait for them to settle.
+        publish(client, step.ticks + step.klines, pipe=pipe)
+        if stats.steps:  # the previous step is complete: record it with this publish
+            pipe.set(state_key, orjson.dumps(progress_state))
+        pipe.execute()
         stats.publish_seconds += time.perf_counter() - started
         barrier.wait(barrier_timeout)
         stats.barrier_waits += 1
         stats.steps += 1
         stats.klines += len(step.klines)
-        client.set(
-            state_key,
-            orjson.dumps(
-                {
-                    "status": "running",
-                    "last_open_time": open_time,
-                    "klines_done": stats.klines,
-                    "klines_total": total,
-                }
-            ),
-        )
+        progress_state = {
+            "status": "running",
+            "last_open_time": open_time,
+            "klines_done": stats.klines,
+            "klines_total": total,
+        }
         if progress is not None:
             progress(stats.klines, total)
     if stop is None or not stop.is_set():
@@ -264,7 +248,6 @@ def drive(
                     "klines_done": stats.klines,
                     "klines_total": total,
                     "steps": stats.steps,
-                    "merged_steps": stats.merged_steps,
                     "barrier_checks": barrier.checks,
                     "barrier_seconds": stats.barrier_seconds,
                     "publish_seconds": stats.publish_seconds,

@@ -53,7 +53,7 @@ class MemberConfig(BaseModel):
     learning_rate: float = 0.05
     neural_steps: int = 300
     neural_series_bars: int = 30_000
-    nhits_units: int = 256
+    nhits_units: int = 128
     patchtst_hidden: int = 64
     seed: int = 7
 

@@ -150,7 +150,8 @@ def verdict(folds: list[dict[str, Any]]) -> dict[str, Any]:
         beats_all &= better
         loss = entry["log_loss"]
         lines.append(f"{baseline}: log loss {loss['ensemble_mean']:.4f} vs "
-                     f"{loss['baseline_mean']:.4f} (won {loss['folds_won']}/{len(folds)}), net {entry['net_of_fees_total']['ensemble']:+.4f} vs "
+                     f"{loss['baseline_mean']:.4f} (won {loss['folds_won']}/{len(folds)}), "
+                     f"net {entry['net_of_fees_total']['ensemble']:+.4f} vs "
                      f"{entry['net_of_fees_total']['baseline']:+.4f}")
         out[baseline] = entry
     out["beats_all_baselines"] = bool(beats_all)

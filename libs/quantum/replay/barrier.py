@@ -168,3 +168,28 @@ class Barrier:
             if sleep:
                 time.sleep(sleep)
             sleep = min(0.002, sleep * 2 if sleep else 0.0001)
+
+
+class Settlement:
+    """On the event clock, wait until a bar's prices are settled before acting on it.
+
+    Used by sizing and risk: an intent of bar T must see the portfolio after bar T's fills,
+    funding and exits. The replay publishes a bar's ticks before its klines, so once the
+    settling groups (execution, exit-brain) are quiescent, bar T is settled. On the wall
+    clock (live) there is nothing to wait for: the portfolio is whatever it is now.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        pairs: Iterable[tuple[str, str]],
+        enabled: bool,
+        channel: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.barrier = Barrier(client, pairs, channel) if enabled else None
+        self.timeout = timeout
+
+    def wait(self) -> None:
+        if self.barrier is not None:
+            self.barrier.wait(self.timeout)

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from quantum.contracts.events import ExecutionReport, PortfolioState
+from quantum.contracts.events import ExecutionReport
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.risk.policy import RiskPolicy
 
@@ -31,8 +31,8 @@ class DrawdownEvaluator:
     week_start: float = 0.0
     peak: float = 0.0
 
-    def observe(self, portfolio: PortfolioState, policy: RiskPolicy) -> str | None:
-        equity, ts = portfolio.equity, portfolio.ts
+    def observe(self, equity: float, ts: int, policy: RiskPolicy) -> str | None:
+        """Judge ``equity`` as of ``ts`` (the bar's event time, or now on the wall clock)."""
         day, week = ts // DAY_MS, (ts + 3 * DAY_MS) // WEEK_MS  # weeks start on Monday
         if day != self.day:
             self.day, self.day_start = day, equity

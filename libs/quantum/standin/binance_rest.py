@@ -528,24 +528,10 @@ class FuturesVenue:
         if price is None:
             return binance_error(400, -1121, "Invalid symbol.")
         reduce_only = params.get("reduceOnly", "false").lower() == "true"
-        problems = rules.violations(quantity=quantity, price=None, market=True,
-                                    reduce_only=reduce_only, reference_price=price)
-        if problems:
-            code = -4164 if "notional" in problems[0] else -1111
-            message = ("Order's notional must be no smaller than " + text(rules.min_notional)
-                       if code == -4164 else "Precision is over the maximum defined for this "
-                       "asset.")
-            return binance_error(400, code, message)
         side = params.get("side", "")
-        position = a.position(rules.symbol)
-        if reduce_only and (position.amount == 0 or (position.amount > 0) == (side == "BUY")
-                            or quantity > abs(position.amount)):
-            return binance_error(400, -2022, "ReduceOnly Order is rejected.")
-        leverage = a.leverage.get(rules.symbol, 20)
-        if not reduce_only:
-            free = a.balance - a.used_margin()
-            if quantity * price / leverage + quantity * price * TAKER_FEE > free:
-                return binance_error(400, -2019, "Margin is insufficient.")
+        refusal = self._refusal(rules, side, quantity, price, reduce_only)
+        if refusal is not None:
+            return refusal
         order = VenueOrder(rules.symbol, client_id, next(iter(a.ids)), side, quantity,
                            reduce_only, update_time=a.now_ms())
         a.orders[client_id] = order
@@ -563,6 +549,29 @@ class FuturesVenue:
             except TimeoutError:
                 pass
         return web.json_response(order.rest())
+
+    def _refusal(self, rules: SymbolFilters, side: str, quantity: Decimal, price: Decimal,
+                 reduce_only: bool) -> web.Response | None:
+        """Filters, reduce-only and margin checks of a market order, as Binance answers."""
+        a = self.account
+        problems = rules.violations(quantity=quantity, price=None, market=True,
+                                    reduce_only=reduce_only, reference_price=price)
+        if problems:
+            if "notional" in problems[0]:
+                return binance_error(400, -4164, "Order's notional must be no smaller than "
+                                     + text(rules.min_notional))
+            return binance_error(400, -1111, "Precision is over the maximum defined for this "
+                                 "asset.")
+        position = a.position(rules.symbol)
+        if reduce_only and (position.amount == 0 or (position.amount > 0) == (side == "BUY")
+                            or quantity > abs(position.amount)):
+            return binance_error(400, -2022, "ReduceOnly Order is rejected.")
+        leverage = a.leverage.get(rules.symbol, 20)
+        if not reduce_only:
+            free = a.balance - a.used_margin()
+            if quantity * price / leverage + quantity * price * TAKER_FEE > free:
+                return binance_error(400, -2019, "Margin is insufficient.")
+        return None
 
     async def _fill(self, order: VenueOrder, quantity: Decimal) -> None:
         a = self.account

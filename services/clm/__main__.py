@@ -1,0 +1,8 @@
+"""clm entry point."""
+
+from quantum.app import run_service
+from services.clm.config import Settings
+from services.clm.service import NAME, Clm
+
+if __name__ == "__main__":
+    run_service(NAME, Settings, lambda s, client: Clm.from_settings(s))

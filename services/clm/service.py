@@ -1,0 +1,227 @@
+"""clm: continuous learning — scheduled retraining, shadow test, promotion, rollback.
+
+* Every ``retrain_interval_s`` (wall clock) a retraining run starts as a child process
+  (:mod:`quantum.ml.job`) so this service keeps handling events; ``learning.retraining.
+  started`` and ``…completed`` announce it. A successful run registers a candidate.
+* The candidate is shadow-tested against the active version on the live feature stream
+  (:mod:`quantum.ml.shadow`), on the metric declared in the settings when the test starts.
+  It is promoted only if it wins; ``learning.shadow.completed`` reports either way.
+* Whenever the registry's active version changes — a promotion here, or an operator's
+  ``quantumctl models promote|rollback`` — a ``policy.updated`` event tells the ai-engine,
+  which swaps between two events. The CLM is the stream's one producer.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+import structlog
+from prometheus_client import Counter, Gauge
+
+from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.runner import Outbox, ServiceBase
+from quantum.contracts.events import (
+    FeatureVector,
+    PolicyUpdated,
+    RetrainingCompleted,
+    RetrainingStarted,
+    ShadowCompleted,
+)
+from quantum.contracts.streams import LEARNING_EVENTS, POLICY_UPDATED
+from quantum.ml.registry import ModelRefused, ModelRegistry
+from quantum.models.ensemble import ReturnWindows, ServedEnsemble
+from quantum.registry.fleet import CLM_KEY
+
+NAME = "clm"
+
+RUNS = Counter("quantum_clm_retraining_runs_total", "Retraining runs", ["outcome"])
+PROMOTIONS = Counter("quantum_clm_shadow_decisions_total", "Shadow test decisions", ["outcome"])
+SHADOW_RESOLVED = Gauge("quantum_clm_shadow_resolved", "Resolved predictions in the shadow test")
+
+log = structlog.get_logger(service=NAME)
+
+
+class Clm(ServiceBase):
+    name = NAME
+
+    def __init__(self, settings: Any, root: Path | None = None) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry(Path(settings.models_dir))
+        self.workdir = root or Path(settings.models_dir)
+        self.job: subprocess.Popen[bytes] | None = None
+        self.job_info: dict[str, Any] | None = None
+        self.next_run = time.time() + (0 if settings.retrain_on_start
+                                       else settings.retrain_interval_s)
+        self.announced: str | None = None
+        self.shadow: Any = None
+        self.windows = ReturnWindows()
+        self._last_ts = 0
+        self._dirty = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Clm:
+        return cls(settings)
+
+    # --- runner hooks ---------------------------------------------------------------------
+
+    def restore(self, client: redis.Redis) -> None:
+        raw = client.get(CLM_KEY)
+        state = orjson.loads(raw) if raw else {}
+        self.announced = state.get("announced")
+        if state.get("next_run") is not None:
+            self.next_run = float(state["next_run"])
+        self._last_ts = int(state.get("last_ts", 0))
+        self.windows.load(state)
+
+    def handle(self, event: Envelope[Any], out: Outbox) -> None:
+        if not isinstance(event.payload, FeatureVector):
+            return
+        vector: FeatureVector = event.payload
+        self._last_ts = max(self._last_ts, event.ts)
+        window = self.windows.update(vector.symbol, vector.close_time, vector.values["log_ret_1"])
+        self._dirty = True
+        if self.shadow is None:
+            return
+        self.shadow.observe(vector.symbol, vector.close_time, vector.close, vector.values, window)
+        SHADOW_RESOLVED.set(self.shadow.resolved)
+        if self.shadow.done:
+            self._decide(out)
+
+    def on_batch_end(self, out: Outbox) -> None:
+        self._save(out)
+
+    def on_idle(self, out: Outbox, now: float) -> None:
+        if self.job is None and now >= self.next_run:
+            self.start_run(out, now, trigger="schedule")
+        if self.job is not None and self.job.poll() is not None:
+            self._finish_run(out, now)
+        self._announce_active(out, reason="registry active version changed")
+        self._save(out)
+
+    # --- retraining -----------------------------------------------------------------------
+
+    def start_run(self, out: Outbox, now: float, trigger: str) -> None:
+        s = self.settings
+        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+        result = self.workdir / f".clm-run-{run_id}.json"
+        command = [sys.executable, "-m", "quantum.ml.job", "--data", s.training_data_dir,
+                   "--out", s.models_dir, "--result", str(result), "--symbols",
+                   s.training_symbols, "--lookback-days", repr(s.training_lookback_days),
+                   "--members", s.retrain_members, "--folds", str(s.retrain_folds),
+                   "--neural-steps", str(s.retrain_neural_steps),
+                   "--tree-rounds", str(s.retrain_tree_rounds)]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.job_info = {"run_id": run_id, "result": str(result), "started": now}
+        self.next_run = now + s.retrain_interval_s
+        symbols = tuple(x for x in s.training_symbols.split(",") if x)
+        self._emit(out, LEARNING_EVENTS, RetrainingStarted(
+            run_id=run_id, trigger=trigger, data_dir=s.training_data_dir, symbols=symbols,
+            ts=self._now_ms(now)), key=run_id)
+        log.info("retraining started", run_id=run_id, pid=self.job.pid)
+
+    def _finish_run(self, out: Outbox, now: float) -> None:
+        assert self.job is not None and self.job_info is not None
+        info, self.job, self.job_info = self.job_info, None, None
+        path = Path(info["result"])
+        try:
+            result = orjson.loads(path.read_bytes())
+            path.unlink()
+        except (OSError, orjson.JSONDecodeError) as e:
+            result = {"succeeded": False, "candidate": None,
+                      "detail": f"the run left no readable result: {e}"}
+        RUNS.labels("succeeded" if result["succeeded"] else "failed").inc()
+        self._emit(out, LEARNING_EVENTS, RetrainingCompleted(
+            run_id=info["run_id"], succeeded=bool(result["succeeded"]),
+            candidate=result.get("candidate"), detail=str(result.get("detail", ""))[:500],
+            seconds=max(0.0, now - info["started"]), ts=self._now_ms(now)), key=info["run_id"])
+        if result["succeeded"] and result.get("candidate"):
+            self.begin_shadow(result["candidate"])
+
+    # --- shadow test ----------------------------------------------------------------------
+
+    def begin_shadow(self, candidate: str) -> bool:
+        """Start testing ``candidate`` against the active version; False when impossible."""
+        from quantum.ml.shadow import ShadowTest
+
+        active = self.registry.active()
+        if active is None:
+            log.warning("no active model to shadow against; candidate waits for an operator",
+                        candidate=candidate)
+            self.registry.set_candidate(candidate)
+            return False
+        try:
+            candidate_model = ServedEnsemble(self.registry.load(candidate))
+            active_model = ServedEnsemble(self.registry.load(active))
+            label = self.registry.manifest(candidate)["label"]
+        except ModelRefused as e:
+            log.error("shadow test not started", candidate=candidate, reason=str(e))
+            return False
+        self.registry.set_candidate(candidate)
+        self.shadow = ShadowTest(candidate_model, active_model, self.settings.shadow_metric,
+                                 self.settings.shadow_predictions, int(label["horizon"]),
+                                 float(label["dead_zone"]), self.settings.shadow_margin)
+        log.info("shadow test started", candidate=candidate, active=active,
+                 metric=self.settings.shadow_metric, needed=self.settings.shadow_predictions)
+        return True
+
+    def _decide(self, out: Outbox) -> None:
+        shadow, self.shadow = self.shadow, None
+        candidate_score, active_score = shadow.scores()
+        promoted = shadow.candidate_wins()
+        PROMOTIONS.labels("promoted" if promoted else "kept").inc()
+        self._emit(out, LEARNING_EVENTS, ShadowCompleted(
+            candidate=shadow.candidate.version, active=shadow.active.version,
+            metric=shadow.metric, candidate_score=candidate_score, active_score=active_score,
+            predictions=shadow.resolved, promoted=promoted, ts=self._last_ts),
+            key=shadow.candidate.version)
+        if promoted:
+            self.registry.promote(shadow.candidate.version)
+            self._announce_active(out, reason=(
+                f"shadow test: {shadow.metric} {candidate_score:.4f} beats "
+                f"{active_score:.4f} over {shadow.resolved} predictions"))
+        else:
+            self.registry.set_candidate(None)
+
+    # --- announcements --------------------------------------------------------------------
+
+    def _announce_active(self, out: Outbox, reason: str) -> None:
+        try:
+            active = self.registry.active()
+        except ModelRefused as e:
+            log.error("registry pointer unreadable", reason=str(e))
+            return
+        if active is None or active == self.announced:
+            return
+        previous, self.announced = self.announced, active
+        self._emit(out, POLICY_UPDATED, PolicyUpdated(
+            kind="model", version=active, previous=previous, reason=reason,
+            ts=self._now_ms(time.time())), key=f"{active}:{previous}")
+        self._dirty = True
+
+    def _emit(self, out: Outbox, stream: Any, payload: Any, key: str) -> None:
+        out.emit(stream, new_envelope(payload, ts=payload.ts, source=NAME,
+                                      key=f"{payload.event_type}:{key}"))
+
+    def _now_ms(self, now: float) -> int:
+        return int(now * 1000)
+
+    def _save(self, out: Outbox) -> None:
+        if not self._dirty and out.empty:
+            return
+        out.put_state(CLM_KEY, {
+            "announced": self.announced, "next_run": self.next_run, "last_ts": self._last_ts,
+            "job": self.job_info,
+            "shadow": None if self.shadow is None else {
+                "candidate": self.shadow.candidate.version, "active": self.shadow.active.version,
+                "metric": self.shadow.metric, "resolved": self.shadow.resolved,
+                "needed": self.shadow.needed},
+            **self.windows.state(),
+        })
+        self._dirty = False

@@ -1,0 +1,175 @@
+"""The CLM: a retraining run as a child process, the shadow test, promotion and rollback.
+
+Models here are small tree ensembles (quorum 2) trained on a few days of real bars; the
+CLM's logic does not depend on which members an ensemble has.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from tests.integration.test_ai_engine_ensemble import feature_events
+
+from quantum.app import subscription
+from quantum.bus.runner import Outbox, Runner, RunnerConfig, publish
+from quantum.config import load
+from quantum.contracts.events import EVENT_TYPES
+from quantum.contracts.streams import FEATURES
+from quantum.ml.dataset import load_dataset
+from quantum.ml.evaluation import log_loss
+from quantum.ml.members import MemberConfig
+from quantum.ml.registry import ENSEMBLE, ModelRegistry
+from quantum.ml.shadow import ShadowTest
+from quantum.ml.train import TrainConfig, train
+from quantum.models.ensemble import ReturnWindows, ServedEnsemble
+from quantum.registry.fleet import service
+from quantum.replay.report import payloads
+from services.clm.config import Settings
+from services.clm.service import Clm
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+TINY = MemberConfig(tree_rounds=15, tree_depth=3)
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """A fitted version and a deliberately worse one (temperature 20: near-uniform)."""
+    root = tmp_path_factory.mktemp("models")
+    data = load_dataset(SAMPLE, ("BTCUSDT", "ETHUSDT"), start=datetime(2025, 9, 1, tzinfo=UTC),
+                        end=datetime(2025, 9, 10, tzinfo=UTC))
+    registry = ModelRegistry(root)
+    good, manifest = train(data, registry, TrainConfig(members=("xgboost", "lightgbm"), folds=0,
+                                                       quorum=2, member=TINY))
+    settings = json.loads((root / good / ENSEMBLE).read_text())
+
+    def write(directory: Path) -> None:
+        for name in manifest["files"]:
+            shutil.copy(root / good / name, directory / name)
+        (directory / ENSEMBLE).write_text(json.dumps({**settings, "temperature": 20.0}))
+
+    metadata = {k: v for k, v in manifest.items() if k not in ("files", "version")}
+    registry.save("worse", write, metadata)
+    return root, good, "worse"
+
+
+def clm_settings(root: Path, **overrides: Any) -> Settings:
+    return load(Settings, models_dir=str(root), **overrides)
+
+
+def test_shadow_scores_resolved_rows_on_the_declared_metric(
+        versions: tuple[Path, str, str]) -> None:
+    root, good, worse = versions
+    registry = ModelRegistry(root)
+    candidate = ServedEnsemble(registry.load(good))
+    active = ServedEnsemble(registry.load(worse))
+    test = ShadowTest(candidate, active, "log_loss", needed=50, horizon=12, dead_zone=0.0008)
+    windows = ReturnWindows()
+    events = feature_events("ETHUSDT", 80)
+    for event in events:
+        v = event.payload
+        test.observe(v.symbol, v.close_time, v.close, v.values,
+                     windows.update(v.symbol, v.close_time, v.values["log_ret_1"]))
+    assert test.resolved == 80 - 12 and test.done
+    # recompute the candidate's score directly from the same rows
+    closes = np.array([e.payload.close for e in events])
+    future = np.log(closes[12:] / closes[:-12])
+    labels = np.where(future > 0.0008, 2, np.where(future < -0.0008, 0, 1))
+    probabilities = np.array([
+        [p.prob_short, 1 - p.prob_long - p.prob_short, p.prob_long]
+        for p in candidate.predict_batch(
+            [_row(e) for e in events[:-12]])])
+    assert test.scores()[0] == pytest.approx(log_loss(probabilities, labels), rel=1e-6)
+    assert test.candidate_wins() == (test.scores()[0] < test.scores()[1])
+
+
+def _row(event: Any) -> Any:
+    from quantum.models.ensemble import Row
+
+    return Row(event.payload.values, None)
+
+
+def run_clm(client: redis.Redis, clm: Clm) -> None:
+    runner = Runner(client, clm, subscription(service("clm")), EVENT_TYPES,
+                    RunnerConfig(block_ms=20, batch_size=50))
+    runner.start()
+    runner.run(max_idle_turns=2)
+
+
+def test_shadow_promotes_a_better_candidate_and_announces_it(
+        r: redis.Redis, versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    root, good, worse = versions
+    for name in (good, worse):
+        shutil.copytree(root / name, tmp_path / name)
+    registry = ModelRegistry(tmp_path)
+    registry.promote(worse)
+    clm = Clm(clm_settings(tmp_path, shadow_predictions=150))
+    run_clm(r, clm)  # announces the active version at start
+    assert clm.begin_shadow(good)
+    publish(r, [(FEATURES, e) for e in feature_events("ETHUSDT", 170)])
+    run_clm(r, clm)
+    shadow = payloads(r, "quantum:stream:learning.events")
+    assert len(shadow) == 1 and shadow[0]["metric"] == "log_loss"
+    assert shadow[0]["predictions"] >= 150
+    assert shadow[0]["promoted"] is (shadow[0]["candidate_score"] < shadow[0]["active_score"])
+    assert shadow[0]["promoted"], "a fitted model should beat its near-uniform copy"
+    assert registry.active() == good
+    updates = payloads(r, "quantum:stream:policy.updated")
+    assert [(u["version"], u["previous"]) for u in updates] == [(worse, None), (good, worse)]
+
+    registry.rollback()  # an operator rolls back: the CLM announces it
+    run_clm(r, clm)
+    updates = payloads(r, "quantum:stream:policy.updated")
+    assert (updates[-1]["version"], updates[-1]["previous"]) == (worse, good)
+
+
+def test_an_equal_candidate_is_not_promoted(r: redis.Redis, versions: tuple[Path, str, str],
+                                            tmp_path: Path) -> None:
+    root, good, _ = versions
+    shutil.copytree(root / good, tmp_path / good)
+    shutil.copytree(root / good, tmp_path / "copy")
+    registry = ModelRegistry(tmp_path)
+    registry.promote(good)
+    clm = Clm(clm_settings(tmp_path, shadow_predictions=30))
+    assert clm.begin_shadow("copy")
+    publish(r, [(FEATURES, e) for e in feature_events("BTCUSDT", 45)])
+    run_clm(r, clm)
+    shadow = payloads(r, "quantum:stream:learning.events")
+    assert shadow[0]["promoted"] is False
+    assert registry.pointer()["active"] == good and registry.pointer()["candidate"] is None
+
+
+def test_scheduled_run_trains_a_candidate_in_a_child_process(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with gzip.open(SAMPLE / "BTCUSDT-5m.csv.gz", "rt") as source:
+        lines = source.readlines()[:3500]
+    with gzip.open(data_dir / "BTCUSDT-5m.csv.gz", "wt") as target:
+        target.writelines(lines)
+    models = tmp_path / "models"
+    clm = Clm(clm_settings(models, training_data_dir=str(data_dir), retrain_on_start=True,
+                           retrain_members="xgboost,lightgbm", retrain_tree_rounds=5,
+                           training_lookback_days=30))
+    out = Outbox(produces=frozenset(s.name for s in service("clm").produces))
+    clm.on_idle(out, time.time())
+    assert [e.type for _, e in out.events] == ["learning.retraining.started"]
+    deadline = time.monotonic() + 300
+    while clm.job is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        clm.on_idle(out, time.time())
+    completed = [e.payload for _, e in out.events if e.type == "learning.retraining.completed"]
+    assert len(completed) == 1 and completed[0].succeeded, completed
+    candidate = completed[0].candidate
+    registry = ModelRegistry(models)
+    assert candidate in registry.versions()
+    # no active version to shadow against: the candidate waits for an operator
+    assert registry.pointer()["candidate"] == candidate and registry.active() is None
+    assert clm.next_run > time.time() + 3000  # the next run is a full interval away
