@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml scripts/ensure-redis-binary.sh
 		{ echo "Python 3.11 or newer is required" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	# torch first, pinned: the CPU wheel; a looser spec pulls a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,ml,rl]'
 	scripts/ensure-redis-binary.sh $(PY)
 	@touch $(STAMP)
 

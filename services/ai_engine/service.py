@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -322,12 +322,12 @@ class AiEngine(ServiceBase):
             price=vector.close, atr=vector.values["atr_14"], blocked_reason=blocked,
         )
         out.emit(AI_SIGNAL, new_envelope(signal, ts=event.ts, source=NAME, cause=event))
-        if not actionable:
+        if not actionable or prediction.direction == "FLAT":
             return
         if blocked is not None:
             BLOCKED.labels(blocked.split(":")[0]).inc()
             return
-        side = prediction.direction
+        side: Literal["LONG", "SHORT"] = prediction.direction
         intent_id = derive_id(NAME, "intent", vector.symbol, vector.close_time)
         decision = Decision(symbol=vector.symbol, bar_time=vector.close_time, direction=side,
                             confidence=prediction.confidence, intent_id=intent_id,

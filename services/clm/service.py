@@ -3,8 +3,12 @@
 * Every ``retrain_interval_s`` (wall clock) a retraining run starts as a child process
   (:mod:`quantum.ml.job`) so this service keeps handling events; ``learning.retraining.
   started`` and ``…completed`` announce it. A successful run registers a candidate.
-* The candidate is shadow-tested against the active version on the live feature stream
+* The candidate is shadow-tested against the active version on live bars
   (:mod:`quantum.ml.shadow`), on the metric declared in the settings when the test starts.
+  The CLM reads ``market.klines`` and computes the unified features itself with the same
+  streaming code as the feature-publisher (one definition, so the same numbers), which
+  keeps the ``features`` stream to its one consumer, the ai-engine. After a restart it
+  warms up from the bars its group already handled.
   It is promoted only if it wins; ``learning.shadow.completed`` reports either way.
 * Whenever the registry's active version changes — a promotion here, or an operator's
   ``quantumctl models promote|rollback`` — a ``policy.updated`` event tells the ai-engine,
@@ -17,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import redis
@@ -27,13 +31,14 @@ from prometheus_client import Counter, Gauge
 from quantum.bus.envelope import Envelope, new_envelope
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
-    FeatureVector,
+    Kline,
     PolicyUpdated,
     RetrainingCompleted,
     RetrainingStarted,
     ShadowCompleted,
 )
-from quantum.contracts.streams import LEARNING_EVENTS, POLICY_UPDATED
+from quantum.contracts.streams import LEARNING_EVENTS, MARKET_KLINES, POLICY_UPDATED
+from quantum.features import WARMUP_BARS, StreamingFeatures
 from quantum.ml.registry import ModelRefused, ModelRegistry
 from quantum.models.ensemble import ReturnWindows, ServedEnsemble
 from quantum.registry.fleet import CLM_KEY
@@ -61,6 +66,8 @@ class Clm(ServiceBase):
         self.announced: str | None = None
         self.shadow: Any = None
         self.windows = ReturnWindows()
+        self.features: dict[str, StreamingFeatures] = {}
+        self.last_open: dict[str, int] = {}
         self._last_ts = 0
         self._dirty = False
 
@@ -77,18 +84,58 @@ class Clm(ServiceBase):
         if state.get("next_run") is not None:
             self.next_run = float(state["next_run"])
         self._last_ts = int(state.get("last_ts", 0))
-        self.windows.load(state)
+        self._warm_up(client)
+
+    def _warm_up(self, client: redis.Redis) -> None:
+        """Rebuild feature state from the bars this group already acknowledged."""
+        from quantum.bus.envelope import InvalidEvent, decode
+        from quantum.contracts.events import EVENT_TYPES
+
+        self.features.clear()
+        self.last_open.clear()
+        self.windows = ReturnWindows()
+        try:
+            groups = client.xinfo_groups(MARKET_KLINES.key)
+        except redis.ResponseError:
+            return
+        delivered = next((_text(g["last-delivered-id"]) for g in groups
+                          if _text(g["name"]) == NAME), "0-0")
+        if delivered == "0-0":
+            return
+        pending = {_text(p["message_id"]) for p in client.xpending_range(
+            MARKET_KLINES.key, NAME, min="-", max="+", count=10_000)}
+        entries = client.xrevrange(MARKET_KLINES.key, max=delivered,
+                                   count=(WARMUP_BARS + 100) * 20)
+        for entry_id, fields in reversed(entries or []):
+            if entry_id is None or fields is None or _text(entry_id) in pending:
+                continue
+            try:
+                self._bar(decode(fields, EVENT_TYPES).payload, None)
+            except InvalidEvent:
+                continue
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
-        if not isinstance(event.payload, FeatureVector):
+        if isinstance(event.payload, Kline):
+            self._last_ts = max(self._last_ts, event.ts)
+            self._bar(event.payload, out)
+
+    def _bar(self, kline: Kline, out: Outbox | None) -> None:
+        """Features of one closed bar, then the shadow test (when one is running)."""
+        if kline.open_time <= self.last_open.get(kline.symbol, -1):
+            return  # a bar already seen (redelivery)
+        self.last_open[kline.symbol] = kline.open_time
+        state = self.features.setdefault(kline.symbol, StreamingFeatures())
+        try:
+            values = state.update(kline.open, kline.high, kline.low, kline.close, kline.volume)
+        except ValueError as e:
+            log.warning("bar skipped", symbol=kline.symbol, reason=str(e))
             return
-        vector: FeatureVector = event.payload
-        self._last_ts = max(self._last_ts, event.ts)
-        window = self.windows.update(vector.symbol, vector.close_time, vector.values["log_ret_1"])
-        self._dirty = True
-        if self.shadow is None:
+        if values is None:
             return
-        self.shadow.observe(vector.symbol, vector.close_time, vector.close, vector.values, window)
+        window = self.windows.update(kline.symbol, kline.close_time, values["log_ret_1"])
+        if self.shadow is None or out is None:
+            return
+        self.shadow.observe(kline.symbol, kline.close_time, kline.close, values, window)
         SHADOW_RESOLVED.set(self.shadow.resolved)
         if self.shadow.done:
             self._decide(out)
@@ -106,7 +153,8 @@ class Clm(ServiceBase):
 
     # --- retraining -----------------------------------------------------------------------
 
-    def start_run(self, out: Outbox, now: float, trigger: str) -> None:
+    def start_run(self, out: Outbox, now: float,
+                  trigger: Literal["schedule", "manual"]) -> None:
         s = self.settings
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
         result = self.workdir / f".clm-run-{run_id}.json"
@@ -222,6 +270,9 @@ class Clm(ServiceBase):
                 "candidate": self.shadow.candidate.version, "active": self.shadow.active.version,
                 "metric": self.shadow.metric, "resolved": self.shadow.resolved,
                 "needed": self.shadow.needed},
-            **self.windows.state(),
         })
         self._dirty = False
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

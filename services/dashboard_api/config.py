@@ -10,7 +10,8 @@ from quantum.config import FleetSettings, SecretStr
 class Settings(FleetSettings):
     """Attributes:
     database_url: SQLAlchemy URL of the journal (the journal service's setting, shared);
-        empty = SQLite at var/journal.sqlite under the working directory.
+        empty = SQLite: journal.sqlite in systemd's STATE_DIRECTORY (/var/lib/quantum), else
+        var/journal.sqlite under the working directory.
     http_host: address to bind; loopback by default, put a TLS proxy in front to expose it.
     http_port: HTTP port of the API, the web page and /metrics; -1 takes the registry's port
         (the inherited metrics_port is not used: /metrics is served on this port).

@@ -3,7 +3,9 @@
 Positions are learnt from execution's fills (``execution.result``); prices from
 ``market.tick``. A position is evaluated on the bars after the one it was filled in. Each
 exit goes to ``harvest.intent`` with its reason; harvests never pass the risk layers, so an
-emergency stop can never keep a position open.
+emergency stop can never keep a position open. When the emergency stop trips
+(``risk.events``), the exit-brain carries out the policy's actions: close the losing
+positions, and cut the rest by the policy's share.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, derive_id, new_envelope
 from quantum.bus.runner import Outbox, ServiceBase
-from quantum.contracts.events import EndOfData, ExecutionReport, ExitLevels, HarvestIntent, Tick
+from quantum.contracts.events import (
+    EndOfData,
+    ExecutionReport,
+    ExitLevels,
+    HarvestIntent,
+    RiskEvent,
+    Tick,
+)
 from quantum.contracts.streams import HARVEST_INTENT
 from quantum.exits.brain import ExitOrder, TrackedPosition
 from quantum.registry.fleet import EXIT_BRAIN_KEY
@@ -132,6 +141,20 @@ class ExitBrain(ServiceBase):
                 price = self.last_close.get(symbol, position.entry_price)
                 self._emit(out, event, position, position.close_now(price, "end_of_replay"),
                            payload.last_ts)
+        elif isinstance(payload, RiskEvent) and payload.kind == "ess_tripped":
+            self._on_emergency_stop(payload, event, out)
+
+    def _on_emergency_stop(self, trip: RiskEvent, event: Envelope[Any], out: Outbox) -> None:
+        """The policy's actions on a trip: close losers, then cut what remains by a share."""
+        close_losing = bool(trip.data.get("close_losing_positions"))
+        cut = float(trip.data.get("cut_exposure_share") or 0.0)
+        for symbol, position in sorted(self.positions.items()):
+            price = self.last_close.get(symbol, position.entry_price)
+            if close_losing and position.unrealised(price) < 0:
+                orders = position.close_now(price, "ess_close_losing")
+            else:
+                orders = position.reduce_now(cut, price, "ess_cut_exposure")
+            self._emit(out, event, position, orders, event.ts)
 
     def on_batch_end(self, out: Outbox) -> None:
         if not self._dirty:

@@ -7,4 +7,12 @@ from quantum.config import FleetSettings
 
 
 class Settings(FleetSettings):
-    """The fleet settings only; see :class:`quantum.risk.policy.SizingPolicy`."""
+    """The fleet settings, and where the RL sizing policies are; see
+    :class:`quantum.risk.policy.SizingPolicy` for everything about sizing itself.
+
+    Attributes:
+        rl_policy_dir: the sizing-policy registry (``quantumctl rl train --out``); its
+            promoted version is served when ``sizing.rl_sizing`` is ``shadow`` or ``active``.
+    """
+
+    rl_policy_dir: str = "models/rl"

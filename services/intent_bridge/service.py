@@ -1,4 +1,11 @@
-"""intent-bridge: turn a trade intent into a sized plan with leverage and an exit plan."""
+"""intent-bridge: turn a trade intent into a sized plan with leverage and an exit plan.
+
+The RL sizing agent (:mod:`quantum.rl.agent`) is consulted for every plan unless the policy
+store says ``sizing.rl_sizing=off``: in ``shadow`` (the default) its suggestion is recorded
+beside the size actually used and changes nothing; in ``active`` it scales the risk budget,
+within its bounds, and the notional bounds still clip the result. Without a sound policy the
+multiplier is 1.0 and the agent's state key says why.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from prometheus_client import Counter
 from quantum.app import COMMIT_CHANNEL
 from quantum.bus.envelope import Envelope, derive_id, new_envelope
 from quantum.bus.runner import Outbox, ServiceBase
-from quantum.contracts.events import Plan, TradeIntent
+from quantum.contracts.events import Plan, SizingPolicyPromoted, TradeIntent
 from quantum.contracts.streams import APPLY_PLAN
 from quantum.exits.profiles import exit_plan
 from quantum.registry.fleet import PORTFOLIO_KEY, settlement_pairs
@@ -34,26 +41,48 @@ class PortfolioUnavailable(RuntimeError):
 class IntentBridge(ServiceBase):
     name = NAME
 
-    def __init__(self, client: redis.Redis, event_clock: bool = False) -> None:
+    def __init__(self, client: redis.Redis, event_clock: bool = False,
+                 sizing_agent: Any = None) -> None:
         self.client = client
+        self.agent = sizing_agent  # quantum.rl.agent.SizingAgent, or None: no RL at all
         self.policies = PolicyCache(client)
         self.settlement = Settlement(
             client, settlement_pairs(), enabled=event_clock, channel=COMMIT_CHANNEL
         )
 
-    def equity(self) -> float:
+    def portfolio(self) -> dict[str, Any]:
         raw = self.client.get(PORTFOLIO_KEY)
         if raw is None:
             raise PortfolioUnavailable(f"{PORTFOLIO_KEY} missing: execution has not started")
-        return float(orjson.loads(raw)["equity"])
+        portfolio: dict[str, Any] = orjson.loads(raw)
+        return portfolio
+
+    def equity(self) -> float:
+        return float(self.portfolio()["equity"])
+
+    def restore(self, client: redis.Redis) -> None:
+        if self.agent is not None:
+            self.agent.restore(client)
+
+    def on_idle(self, out: Outbox, now: float) -> None:
+        if self.agent is not None:
+            self.agent.check_for_update(now)
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
+        if isinstance(event.payload, SizingPolicyPromoted):
+            if self.agent is not None:
+                self.agent.reload()
+            return
         intent: TradeIntent = event.payload
         self.settlement.wait()  # replay: size on the portfolio after this bar's fills
         s = self.policies.refresh().sizing
         stop_distance = s.stop_atr_multiple * intent.atr
+        portfolio = self.portfolio()
+        decision = None
+        if self.agent is not None and s.rl_sizing != "off":
+            decision = self.agent.decide(s.rl_sizing, intent, portfolio)
         size = size_position(
-            equity=self.equity(),
+            equity=float(portfolio["equity"]),
             price=intent.price,
             stop_distance=stop_distance,
             confidence=intent.confidence,
@@ -61,6 +90,7 @@ class IntentBridge(ServiceBase):
             risk_per_trade=s.risk_per_trade,
             min_notional=s.min_notional_usd,
             max_notional=s.max_notional_usd,
+            rl_multiplier=decision.applied_multiplier if decision is not None else 1.0,
         )
         if size is None:
             UNSIZED.labels("no_valid_size").inc()
@@ -84,3 +114,26 @@ class IntentBridge(ServiceBase):
         )
         out.emit(APPLY_PLAN, new_envelope(plan, ts=event.ts, source=NAME, cause=event))
         PLANS.labels(intent.side).inc()
+        if decision is not None:
+            self._record_sizing(decision, plan, intent, portfolio, stop_distance, event.ts, out)
+
+    def _record_sizing(self, decision: Any, plan: Plan, intent: TradeIntent,
+                       portfolio: dict[str, Any], stop_distance: float, ts: int,
+                       out: Outbox) -> None:
+        """The RL record of this plan (for rl-feedback) and the agent's health."""
+        from quantum.rl.agent import RECORD_PREFIX, RECORD_TTL_S, STATUS_KEY, record
+
+        s = self.policies.policy.sizing
+        suggested = None
+        if decision.suggested_multiplier is not None:
+            counterfactual = size_position(
+                equity=float(portfolio["equity"]), price=intent.price,
+                stop_distance=stop_distance, confidence=intent.confidence,
+                min_confidence=s.min_confidence, risk_per_trade=s.risk_per_trade,
+                min_notional=s.min_notional_usd, max_notional=s.max_notional_usd,
+                rl_multiplier=decision.suggested_multiplier)
+            suggested = counterfactual.quantity if counterfactual is not None else None
+        entry = record(decision, plan, intent, stop_distance=stop_distance,
+                       equity=float(portfolio["equity"]), quantity_suggested=suggested)
+        out.command("set", RECORD_PREFIX + plan.plan_id, orjson.dumps(entry), ex=RECORD_TTL_S)
+        out.put_state(STATUS_KEY, self.agent.status(decision.mode, ts))

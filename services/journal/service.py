@@ -172,13 +172,25 @@ class JournalService(ServiceBase):
 
 
 class JournalRunner(Runner):
-    """The runner, reading only while the journal database answers."""
+    """The runner, reading only while the journal database answers.
+
+    At start the database is probed and migrated before the runner handles its own pending
+    entries; when it comes back after an outage, this consumer's pending entries are handled
+    at once (not after ``claim_idle_ms``), so the journal catches up as soon as it can.
+    """
 
     service: JournalService
 
+    def start(self) -> None:
+        self.service.database_available(time.time())
+        super().start()
+
     def turn(self) -> bool:
         now = time.time()
+        was_healthy = self.service.healthy
         if self.service.database_available(now):
+            if not was_healthy:
+                self.recover_own_pending()
             return super().turn()
         self.beacon.beat()
         if now - self.service._last_health >= HEALTH_INTERVAL_S:

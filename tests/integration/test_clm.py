@@ -20,10 +20,12 @@ import redis
 from tests.integration.test_ai_engine_ensemble import feature_events
 
 from quantum.app import subscription
+from quantum.bus.envelope import new_envelope
 from quantum.bus.runner import Outbox, Runner, RunnerConfig, publish
 from quantum.config import load
-from quantum.contracts.events import EVENT_TYPES
-from quantum.contracts.streams import FEATURES
+from quantum.contracts.events import EVENT_TYPES, Kline
+from quantum.contracts.streams import MARKET_KLINES
+from quantum.features import WARMUP_BARS
 from quantum.ml.dataset import load_dataset
 from quantum.ml.evaluation import log_loss
 from quantum.ml.members import MemberConfig
@@ -32,6 +34,7 @@ from quantum.ml.shadow import ShadowTest
 from quantum.ml.train import TrainConfig, train
 from quantum.models.ensemble import ReturnWindows, ServedEnsemble
 from quantum.registry.fleet import service
+from quantum.replay.data import load_symbol
 from quantum.replay.report import payloads
 from services.clm.config import Settings
 from services.clm.service import Clm
@@ -59,6 +62,21 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     metadata = {k: v for k, v in manifest.items() if k not in ("files", "version")}
     registry.save("worse", write, metadata)
     return root, good, "worse"
+
+
+def kline_events(symbol: str, vectors: int) -> list[Any]:
+    """Real bars, enough for ``vectors`` feature vectors after the warm-up."""
+    start = int(datetime(2025, 9, 10, tzinfo=UTC).timestamp() * 1000)
+    bars = load_symbol(SAMPLE, symbol, start_ms=start)
+    events = []
+    for open_time, (o, h, low, c, v) in list(zip(bars.open_time, bars.ohlcv, strict=True))[
+            :WARMUP_BARS - 1 + vectors]:
+        kline = Kline(symbol=symbol, interval="5m", open_time=int(open_time),
+                      close_time=int(open_time) + 299_999, open=o, high=h, low=low, close=c,
+                      volume=v, source="replay")
+        events.append(new_envelope(kline, ts=kline.close_time, source="market-publisher",
+                                   key=f"{symbol}:{open_time}"))
+    return events
 
 
 def clm_settings(root: Path, **overrides: Any) -> Settings:
@@ -114,7 +132,7 @@ def test_shadow_promotes_a_better_candidate_and_announces_it(
     clm = Clm(clm_settings(tmp_path, shadow_predictions=150))
     run_clm(r, clm)  # announces the active version at start
     assert clm.begin_shadow(good)
-    publish(r, [(FEATURES, e) for e in feature_events("ETHUSDT", 170)])
+    publish(r, [(MARKET_KLINES, e) for e in kline_events("ETHUSDT", 170)])
     run_clm(r, clm)
     shadow = payloads(r, "quantum:stream:learning.events")
     assert len(shadow) == 1 and shadow[0]["metric"] == "log_loss"
@@ -140,11 +158,14 @@ def test_an_equal_candidate_is_not_promoted(r: redis.Redis, versions: tuple[Path
     registry.promote(good)
     clm = Clm(clm_settings(tmp_path, shadow_predictions=30))
     assert clm.begin_shadow("copy")
-    publish(r, [(FEATURES, e) for e in feature_events("BTCUSDT", 45)])
+    publish(r, [(MARKET_KLINES, e) for e in kline_events("BTCUSDT", 45)])
     run_clm(r, clm)
     shadow = payloads(r, "quantum:stream:learning.events")
     assert shadow[0]["promoted"] is False
     assert registry.pointer()["active"] == good and registry.pointer()["candidate"] is None
+    restarted = Clm(clm_settings(tmp_path))  # a restart rebuilds features from handled bars
+    restarted.restore(r)
+    assert len(restarted.windows.values["BTCUSDT"]) == 45
 
 
 def test_scheduled_run_trains_a_candidate_in_a_child_process(tmp_path: Path) -> None:

@@ -173,7 +173,8 @@ def test_security_headers_and_metrics(api: TestClient) -> None:
     assert "quantum_ess_tripped 0.0" in metrics
     assert 'quantum_stream_length{stream="market.tick"} 60.0' in metrics
     assert "quantum_portfolio_drawdown_ratio" in metrics
-    assert 'quantum_dashboard_requests_total{method="GET",route="/api/stats",status="200"}' in metrics
+    requests = 'quantum_dashboard_requests_total{method="GET",route="/api/stats",status="200"}'
+    assert requests in metrics
 
 
 def test_control_needs_the_bearer_token(api: TestClient, r: redis.Redis) -> None:
@@ -212,7 +213,8 @@ def test_control_is_refused_when_no_token_is_configured(seeded: tuple[str, str])
 def test_reads_need_the_read_token_when_one_is_set(seeded: tuple[str, str]) -> None:
     with make_client(seeded, control_token=CONTROL, read_token=READ) as client:
         assert client.get("/api/trades").status_code == 401
-        assert client.get("/api/trades", headers={"Authorization": "Bearer nope"}).status_code == 403
+        wrong = client.get("/api/trades", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403
         for token in (READ, CONTROL):
             ok = client.get("/api/trades", headers={"Authorization": f"Bearer {token}"})
             assert ok.status_code == 200
@@ -354,18 +356,26 @@ class Browser:
         self.counter = 0
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """The result of one DevTools command; its error message raises ``RuntimeError``."""
         self.counter += 1
         self.socket.send(orjson.dumps({"id": self.counter, "method": method,
                                        "params": params}).decode())  # CDP reads text frames
         while True:
             message = orjson.loads(self.socket.recv(timeout=60))
             if message.get("id") == self.counter:
-                assert "error" not in message, message
-                return message["result"]
+                if "error" in message:
+                    raise RuntimeError(message["error"].get("message", "DevTools error"))
+                return dict(message["result"])
 
     def evaluate(self, expression: str) -> Any:
-        return self.call("Runtime.evaluate", expression=expression,
-                         returnByValue=True)["result"].get("value")
+        """The expression's value; ``None`` while the page has no document to run it in."""
+        try:
+            result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        except RuntimeError as e:
+            if "execution context" in str(e):
+                return None
+            raise
+        return result["result"].get("value")
 
     def close(self) -> None:
         self.stack.close()

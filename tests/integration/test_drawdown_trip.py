@@ -108,3 +108,8 @@ def test_drawdown_trips_at_the_right_bar_and_entries_stop(
     ]
     after = [d for d in decisions if d["plan"]["bar_time"] > state.tripped_at]
     assert after and all("ess_tripped" in d["reasons"] and not d["approved"] for d in after)
+    trades = [orjson.loads(f[b"payload"]) for _, f in entries(client, "quantum:stream:trade.closed")]
+    assert all(t["entry_ts"] <= state.tripped_at for t in trades)
+    emergency = [t for t in trades if t["exit_reason"].startswith("ess_")]
+    # The policy closes losing positions on a trip: at the trip's bar, at that bar's close.
+    assert all(t["exit_ts"] == state.tripped_at and t["net_pnl"] < 0 for t in emergency)

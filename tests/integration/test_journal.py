@@ -210,7 +210,7 @@ def test_an_unreachable_database_leaves_every_entry_in_the_stream(
     events = list(round_trips(5))
     publish_events(r, events)
     closed = f"postgresql://postgres@127.0.0.1:{free_port()}/journal"
-    runner, journal = journal_runner(r, closed)
+    runner, _ = journal_runner(r, closed)
     runner.start()
     deadline = time.monotonic() + 1
     while time.monotonic() < deadline:

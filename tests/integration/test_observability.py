@@ -217,7 +217,8 @@ def test_every_dashboard_query_and_alert_uses_exported_series(prometheus: str) -
     assert unhealthy == []
 
 
-def test_the_fleet_reports_trading_through_prometheus(prometheus: str) -> None:
+def test_the_fleet_reports_trading_through_prometheus(prometheus: str,
+                                                     fleet: dict[str, int]) -> None:
     def value(expression: str) -> float:
         query = urllib.parse.urlencode({"query": expression})
         result = _get(f"{prometheus}/api/v1/query?{query}")["data"]["result"]
@@ -229,4 +230,5 @@ def test_the_fleet_reports_trading_through_prometheus(prometheus: str) -> None:
     assert value('max(quantum_stream_length{stream="market.klines"})') > 0
     assert value("max(quantum_ess_tripped)") == 0
     assert value("max(quantum_journal_database_up)") == 1
-    assert value('count(up{job="quantum"} == 1)') >= len(SERVICES) - 1
+    assert value('count(up{job="quantum"} == 1)') == len(fleet)
+    assert value('count(quantum_service_heartbeat_up == 1)') >= len(fleet)

@@ -448,3 +448,50 @@ class ShadowCompleted(Payload):
     predictions: int
     promoted: bool
     ts: int
+
+
+# --- RL position sizing (issue 7) -----------------------------------------------------------
+
+
+@EVENT_TYPES.register
+class RlReward(Payload):
+    """A closed trade as the RL sizer learns from it: the observation current at entry (as
+    the intent-bridge recorded it), the multiplier applied and the one suggested, the real
+    net PnL, the PnL the suggestion would have made, and the reward (``quantum.rl.reward``)."""
+
+    event_type = "rl.reward"
+
+    plan_id: str
+    symbol: Symbol
+    side: Direction
+    entry_ts: int
+    exit_ts: int
+    observation: tuple[Finite, ...]
+    observation_schema: str
+    mode: Literal["shadow", "active"]
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    reference_price: Positive
+    stop_distance: Positive
+    equity_at_entry: Positive
+    entry_notional: Positive
+    applied_multiplier: Positive
+    suggested_multiplier: Positive | None
+    policy_version: str | None
+    net_pnl: Finite
+    counterfactual_pnl: Finite | None
+    reward: Finite
+
+
+@EVENT_TYPES.register
+class SizingPolicyPromoted(Payload):
+    """The rl-trainer promoted a sizing policy (the intent-bridge reloads it). Its own stream:
+    ``policy.updated`` has one producer (the CLM), and the registry allows only one."""
+
+    event_type = "rl.policy.promoted"
+
+    version: str
+    previous: str | None
+    reason: str
+    return_difference: Finite | None
+    sharpe_difference: Finite | None
+    ts: int

@@ -35,6 +35,8 @@ STREAM_EVENTS: dict[str, tuple[str, ...]] = {
     "policy.updated": ("policy.updated",),
     "learning.events": ("learning.retraining.started", "learning.retraining.completed",
                         "learning.shadow.completed"),
+    "rl_rewards": ("rl.reward",),
+    "policy.sizing": ("rl.policy.promoted",),
     "dlq": (DEAD_LETTER_TYPE,),
 }
 

@@ -28,6 +28,7 @@ POLICY_UPDATED = StreamSpec("policy.updated", 10_000, "A new sizing policy or pr
 RECONCILE_EVENTS = StreamSpec("reconcile.events", 50_000, "Differences between exchange and fleet")
 AI_SUPERVISOR = StreamSpec("ai.supervisor", 50_000, "Model supervisor: bias, drift, swaps, members")
 LEARNING_EVENTS = StreamSpec("learning.events", 10_000, "CLM retraining runs and shadow tests")
+SIZING_POLICY = StreamSpec("policy.sizing", 10_000, "Sizing policies the rl-trainer promoted")
 
 CATALOGUE: dict[str, StreamSpec] = {
     spec.name: spec
@@ -51,6 +52,7 @@ CATALOGUE: dict[str, StreamSpec] = {
         RECONCILE_EVENTS,
         AI_SUPERVISOR,
         LEARNING_EVENTS,
+        SIZING_POLICY,
         DLQ,
     )
 }

@@ -601,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 # Command groups of other domains register themselves on ``app`` when imported.
-from quantum.ctl import models_cmd, risk_cmd  # noqa: E402, F401
+from quantum.ctl import models_cmd, risk_cmd, rl_cmd  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -135,7 +135,7 @@ def models_list(models: ModelsDir = DEFAULT_MODELS, json: Json = False) -> None:
 
     registry = ModelRegistry(models)
     pointer = registry.pointer()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for version in registry.versions():
         try:
             manifest = registry.manifest(version)

@@ -41,6 +41,7 @@ SYMBOL = r"^[A-Z0-9]{2,20}$"
 SYMBOLS = r"^[A-Z0-9]{2,20}(,[A-Z0-9]{2,20}){0,49}$"
 MAX_TS = 10**15  # milliseconds: bounds that every SQL backend stores
 KEEPALIVE_S = 15.0
+SOURCE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *UNAVAILABLE_ERRORS)
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -298,7 +299,7 @@ async def _serve_socket(websocket: WebSocket, backend: DashboardBackend,
             try:
                 document = await run_in_threadpool(backend.snapshot)
                 body = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
-            except (redis.RedisError, *UNAVAILABLE_ERRORS) as e:
+            except SOURCE_ERRORS as e:
                 body = orjson.dumps({"type": "error", "detail": type(e).__name__})
             now = time.monotonic()
             if body != last:

@@ -128,6 +128,7 @@ class DashboardBackend:
 
     def positions(self, symbol: str | None, side: str | None) -> dict[str, Any]:
         state = live.portfolio(self.client)
+        as_of: int | None
         if state is not None:
             source, as_of = "live", state.ts
             rows = [p.model_dump() for p in state.positions]
@@ -136,7 +137,8 @@ class DashboardBackend:
             source = "journal" if as_of is not None else "none"
         rows = [r for r in rows if (not symbol or r["symbol"] == symbol)
                 and (not side or r["side"] == side)]
-        levels = queries.exit_levels(self.journal(), [r["position_id"] for r in rows]) if rows else {}
+        ids = [r["position_id"] for r in rows]
+        levels = queries.exit_levels(self.journal(), ids) if rows else {}
         for row in rows:
             level = levels.get(row["position_id"], {})
             row["stop_loss"] = level.get("stop_loss")
@@ -217,7 +219,7 @@ class DashboardBackend:
 
     def _database_dependency(self) -> dict[str, Any]:
         url = self.engine.url.render_as_string(hide_password=False)
-        data = {"backend": backend(url), "database": redact(url)}
+        data: dict[str, Any] = {"backend": backend(url), "database": redact(url)}
         reason = probe(self.engine)
         if reason is not None:
             return {"status": "down", "detail": reason, "data": data}

@@ -52,7 +52,7 @@ def ess_state(client: redis.Redis) -> dict[str, Any]:
 def prices(client: redis.Redis, symbols: set[str] | None = None) -> list[dict[str, Any]]:
     """The newest tick of each symbol among the last :data:`PRICE_SCAN` tick entries."""
     latest: dict[str, dict[str, Any]] = {}
-    for entry in client.xrevrange(MARKET_TICK.key, count=PRICE_SCAN):
+    for entry in client.xrevrange(MARKET_TICK.key, count=PRICE_SCAN) or []:
         _, fields = _fields(entry)
         if fields.get(b"type") != b"market.tick":
             continue

@@ -52,9 +52,11 @@ class FleetCollector(Collector):
         trips = GaugeMetricFamily("quantum_ess_trips", "Emergency stop trips so far (state key)")
         trips.add_metric([], float(ess["trips"]))
         yield from (tripped, paused, trips)
-        length = GaugeMetricFamily("quantum_stream_length", "Entries in the stream", labels=["stream"])
+        length = GaugeMetricFamily("quantum_stream_length", "Entries in the stream",
+                                   labels=["stream"])
         lag = GaugeMetricFamily("quantum_stream_group_lag",
-                                "Entries not yet delivered to the group", labels=["stream", "group"])
+                                "Entries not yet delivered to the group",
+                                labels=["stream", "group"])
         pending = GaugeMetricFamily("quantum_stream_group_pending",
                                     "Entries delivered to the group and not acked",
                                     labels=["stream", "group"])
@@ -75,12 +77,14 @@ class FleetCollector(Collector):
                                 "Process id in the service's heartbeat", labels=["service"])
         for service in document["services"]:
             up = service["state"] == "up"
-            alive.add_metric([service["name"], str(service["required"]).lower()], 1.0 if up else 0.0)
+            required = str(service["required"]).lower()
+            alive.add_metric([service["name"], required], 1.0 if up else 0.0)
             if service["heartbeat_age_s"] is not None:
                 age.add_metric([service["name"]], float(service["heartbeat_age_s"]))
             if isinstance(service.get("pid"), int):
                 pid.add_metric([service["name"]], float(service["pid"]))
-        flags = GaugeMetricFamily("quantum_truth_flags", "Truth-map findings by kind", labels=["kind"])
+        flags = GaugeMetricFamily("quantum_truth_flags", "Truth-map findings by kind",
+                                  labels=["kind"])
         counts: dict[str, int] = {}
         for flag in document["flags"]:
             counts[flag["kind"]] = counts.get(flag["kind"], 0) + 1

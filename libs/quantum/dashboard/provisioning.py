@@ -46,7 +46,8 @@ DASHBOARDS: dict[str, tuple[str, tuple[Panel, ...]]] = {
         Panel("Open positions", (("open", "quantum_portfolio_open_positions"),
                                  ("tracked by exit-brain", "quantum_exit_tracked_positions"))),
         Panel("Trades closed per hour by reason",
-              (("{{reason}}", "sum by (reason) (increase(quantum_execution_trades_closed_total[1h]))"),)),
+              (("{{reason}}", "sum by (reason) "
+                              "(increase(quantum_execution_trades_closed_total[1h]))"),)),
         Panel("Execution reports per minute",
               (("{{kind}}", "sum by (kind) (rate(quantum_execution_reports_total[5m])) * 60"),)),
         Panel("Exits by reason per hour",

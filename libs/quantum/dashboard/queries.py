@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Select, case, func, select
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from quantum.journal.models import (
@@ -43,8 +43,8 @@ class Page:
     offset: int
 
 
-def _between(statement: Select[Any], column: InstrumentedAttribute[int], since: int | None,
-             until: int | None) -> Select[Any]:
+def _between(statement: Any, column: InstrumentedAttribute[int], since: int | None,
+             until: int | None) -> Any:
     if since is not None:
         statement = statement.where(column >= since)
     if until is not None:
@@ -52,7 +52,7 @@ def _between(statement: Select[Any], column: InstrumentedAttribute[int], since: 
     return statement
 
 
-def _page(engine: Engine, statement: Select[Any], order: Any, columns: tuple[str, ...],
+def _page(engine: Engine, statement: Any, order: Any, columns: tuple[str, ...],
           limit: int, offset: int) -> Page:
     with engine.connect() as connection:
         total = connection.scalar(select(func.count()).select_from(statement.subquery())) or 0
@@ -144,7 +144,8 @@ def latest_positions(engine: Engine) -> tuple[int | None, list[dict[str, Any]]]:
         if last is None:
             return None, []
         rows = connection.execute(
-            select(PositionSnapshotRow).where(PositionSnapshotRow.snapshot_event_id == last.event_id))
+            select(PositionSnapshotRow)
+            .where(PositionSnapshotRow.snapshot_event_id == last.event_id))
         columns = ("position_id", "symbol", "side", "quantity", "entry_price", "mark_price",
                    "leverage", "margin", "liquidation_price", "unrealised_pnl", "opened_ts")
         return last.ts, [{c: getattr(row, c) for c in columns} for row in rows]
@@ -155,8 +156,9 @@ def equity_curve(engine: Engine, *, since: int | None = None, until: int | None 
     """Equity over time, at most ``points`` points: each the last equity of a time bucket,
     with the bucket's low (so a dip is not averaged away)."""
     with engine.connect() as connection:
-        bounds = _between(select(func.min(PortfolioSnapshotRow.ts), func.max(PortfolioSnapshotRow.ts),
-                                 func.count()), PortfolioSnapshotRow.ts, since, until)
+        bounds = _between(select(func.min(PortfolioSnapshotRow.ts),
+                                 func.max(PortfolioSnapshotRow.ts), func.count()),
+                          PortfolioSnapshotRow.ts, since, until)
         first, last, count = connection.execute(bounds).one()
         if not count:
             return []
@@ -190,7 +192,8 @@ def latest_snapshot(engine: Engine) -> dict[str, Any] | None:
 
 def recent_risk_events(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
     with engine.connect() as connection:
-        rows = connection.execute(select(RiskEventRow).order_by(RiskEventRow.id.desc()).limit(limit))
+        rows = connection.execute(
+            select(RiskEventRow).order_by(RiskEventRow.id.desc()).limit(limit))
         return [{"ts": r.ts, "kind": r.kind, "severity": r.severity, "detail": r.detail}
                 for r in rows]
 

@@ -149,3 +149,15 @@ class TrackedPosition:
         if self.closing or self.remaining <= 0:
             return []
         return self._close_all(price, reason)
+
+    def reduce_now(self, fraction: float, price: float, reason: str) -> list[ExitOrder]:
+        """Close ``fraction`` of what remains at ``price`` (an emergency exposure cut)."""
+        if self.closing or self.remaining <= 0 or fraction <= 0:
+            return []
+        if fraction >= 1.0:
+            return self._close_all(price, reason)
+        self.remaining -= self.remaining * fraction
+        return [ExitOrder(fraction, price, reason)]
+
+    def unrealised(self, price: float) -> float:
+        return self.sign * (price - self.entry_price) * self.remaining

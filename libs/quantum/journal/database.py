@@ -1,6 +1,7 @@
 """The journal database: where it is, the engine, its migrations, and a reachability probe.
 
-SQLite by default (``var/journal.sqlite`` under the working directory), PostgreSQL when
+SQLite by default (``var/journal.sqlite`` under the working directory, or
+``$STATE_DIRECTORY/journal.sqlite`` under systemd), PostgreSQL when
 ``QT_DATABASE_URL`` names one (``postgresql+psycopg://user@host:5432/db``; a plain
 ``postgresql://`` URL is taken to mean the psycopg 3 driver). The schema is owned by Alembic:
 :func:`upgrade` runs the migrations in ``migrations/`` to head, so the journal service, the
@@ -9,6 +10,7 @@ dashboard and an operator's ``python -m quantum.journal upgrade`` all converge o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,13 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, DBAPIError,
 
 
 def resolve_url(configured: str) -> str:
-    """The SQLAlchemy URL to use: ``configured``, or the default SQLite file."""
+    """The SQLAlchemy URL to use: ``configured``, or the default SQLite file — in systemd's
+    ``$STATE_DIRECTORY`` (``/var/lib/quantum``, the one writable place under the units'
+    ``ProtectSystem=strict``) when it is set, else ``var/`` under the working directory."""
     if not configured:
+        state_directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        if state_directory:
+            return f"sqlite:///{Path(state_directory) / DEFAULT_SQLITE_PATH.name}"
         return f"sqlite:///{DEFAULT_SQLITE_PATH}"
     if configured.startswith("postgresql://") or configured.startswith("postgres://"):
         return "postgresql+psycopg://" + configured.split("://", 1)[1]

@@ -83,7 +83,8 @@ def ensure(url: str | None = None, wait_s: float = 20.0) -> str | None:
         if answers(url):
             return None
         time.sleep(0.5)
-    return f"PostgreSQL at {make_url(url).render_as_string()} does not answer: {failure or 'timeout'}"
+    where = make_url(url).render_as_string()
+    return f"PostgreSQL at {where} does not answer: {failure or 'timeout'}"
 
 
 def create_database(url: str | None = None, prefix: str = "qt_journal") -> str:

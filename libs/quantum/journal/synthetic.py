@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from quantum.bus.envelope import Envelope, new_envelope
 from quantum.contracts.events import (
@@ -60,8 +60,8 @@ def round_trips(count: int, *, symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
 
 def _trade(number: int, symbol: str, price: float, ts: int, rng: random.Random, book: _Book,
            *, keep_open: bool) -> Iterator[Envelope[Any]]:
-    side = "LONG" if rng.random() < 0.5 else "SHORT"
-    votes = tuple(MemberVote(member=m, direction=side if rng.random() < 0.75 else "FLAT",
+    side: Literal["LONG", "SHORT"] = "LONG" if rng.random() < 0.5 else "SHORT"
+    votes = tuple(MemberVote(member=m, direction=_vote(side, rng),
                              confidence=round(0.5 + rng.random() / 2, 3)) for m in MEMBERS)
     confidence = round(0.66 + rng.random() * 0.3, 3)
     signal = new_envelope(Signal(
@@ -87,7 +87,7 @@ def _trade(number: int, symbol: str, price: float, ts: int, rng: random.Random, 
                                          plan=plan, policy_version=1),
                             ts=ts, source="risk-governor", cause=signal)
     yield decision
-    order_side = "BUY" if side == "LONG" else "SELL"
+    order_side: Literal["BUY", "SELL"] = "BUY" if side == "LONG" else "SELL"
     entry_id = f"entry-{number}"
     order = new_envelope(OrderRequest(
         client_order_id=entry_id, plan_id=plan.plan_id, symbol=symbol, side=order_side,
@@ -107,14 +107,15 @@ def _trade(number: int, symbol: str, price: float, ts: int, rng: random.Random, 
     unrealised = sign * (mark - price) * quantity
     position = PositionView(position_id=position_id, symbol=symbol, side=side, quantity=quantity,
                             entry_price=price, mark_price=mark, leverage=5,
-                            margin=quantity * price / 5, liquidation_price=price * (1 - sign * 0.19),
+                            margin=quantity * price / 5,
+                            liquidation_price=price * (1 - sign * 0.19),
                             unrealised_pnl=unrealised, opened_ts=ts + 120)
     yield _portfolio(order, book, ts + BAR_MS, (position,), unrealised, key="open")
     if keep_open:
         return
     exit_price = price * (1 + rng.gauss(0.0005 * sign, 0.012))
     exit_fee = quantity * exit_price * 0.0004
-    exit_side = "SELL" if side == "LONG" else "BUY"
+    exit_side: Literal["BUY", "SELL"] = "SELL" if side == "LONG" else "BUY"
     exit_ts = ts + 3 * BAR_MS
     exit_id = f"exit-{number}"
     yield _report(order, "fill", exit_id, plan.plan_id, symbol, exit_side, side, position_id,
@@ -127,7 +128,8 @@ def _trade(number: int, symbol: str, price: float, ts: int, rng: random.Random, 
     yield new_envelope(TradeClosed(
         trade_id=position_id, symbol=symbol, side=side, quantity=quantity, entry_price=price,
         exit_price=exit_price, entry_ts=ts + 120, exit_ts=exit_ts, gross_pnl=gross,
-        fees=fee + exit_fee, funding=0.0, net_pnl=net, r_multiple=gross / (abs(price - stop) * quantity),
+        fees=fee + exit_fee, funding=0.0, net_pnl=net,
+        r_multiple=gross / (abs(price - stop) * quantity),
         exit_reason="take_profit" if net > 0 else "stop_loss",
         holding_seconds=(exit_ts - ts - 120) / 1000, leverage=5),
         ts=exit_ts, source="execution", cause=order, key="closed")
@@ -138,8 +140,13 @@ def _trade(number: int, symbol: str, price: float, ts: int, rng: random.Random, 
                            ts=exit_ts, source="risk-governor", cause=order, key="alert")
 
 
-def _report(cause: Envelope[Any], kind: str, client_order_id: str, plan_id: str, symbol: str,
-            side: str, position_side: str, position_id: str | None, quantity: float,
+def _vote(side: Literal["LONG", "SHORT"], rng: random.Random) -> Literal["LONG", "SHORT", "FLAT"]:
+    return side if rng.random() < 0.75 else "FLAT"
+
+
+def _report(cause: Envelope[Any], kind: Literal["ack", "fill", "reject", "cancel"],
+            client_order_id: str, plan_id: str, symbol: str, side: Literal["BUY", "SELL"],
+            position_side: Literal["LONG", "SHORT"], position_id: str | None, quantity: float,
             price: float, fee: float, reduce_only: bool, reason: str, ts: int,
             exit_plan: ExitPlan | None = None, position_quantity: float = 0.0) -> Envelope[Any]:
     report = ExecutionReport(

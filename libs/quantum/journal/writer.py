@@ -181,7 +181,8 @@ class Journal:
         if self._risk_loaded:
             return
         self._peak_equity = session.scalar(select(func.max(PortfolioSnapshotRow.peak_equity)))
-        last = session.scalars(select(RiskStateRow).order_by(RiskStateRow.id.desc()).limit(1)).first()
+        last = session.scalars(
+            select(RiskStateRow).order_by(RiskStateRow.id.desc()).limit(1)).first()
         if last is not None:
             self._ess_tripped, self._trading_paused = last.ess_tripped, last.trading_paused
         self._risk_loaded = True

@@ -31,9 +31,9 @@ class LabelSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    horizon: int = Field(12, ge=1)
-    taker_fee: float = Field(0.0004, ge=0)
-    dead_zone: float = Field(0.0008, ge=0)
+    horizon: int = Field(default=12, ge=1)
+    taker_fee: float = Field(default=0.0004, ge=0)
+    dead_zone: float = Field(default=0.0008, ge=0)
 
     def model_post_init(self, __context: object) -> None:
         if self.dead_zone < 2 * self.taker_fee - 1e-12:

@@ -45,7 +45,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     members: tuple[str, ...] = MEMBER_NAMES
-    folds: int = Field(3, ge=0)
+    folds: int = Field(default=3, ge=0)
     threshold: float = 0.65
     quorum: int = DEFAULT_QUORUM
     member: MemberConfig = MemberConfig()
@@ -74,7 +74,7 @@ def score_block(data: Dataset, rows: np.ndarray, member_probabilities: dict[str,
                 threshold: float) -> dict[str, Any]:
     """Scores of members, ensemble and baselines on ``rows``."""
     spec = data.spec
-    common = {"threshold": threshold, "horizon": spec.horizon,
+    common: dict[str, Any] = {"threshold": threshold, "horizon": spec.horizon,
               "round_trip_fee": spec.round_trip_fee}
     block = (data.labels[rows], data.future_return[rows], data.open_time[rows],
              data.symbol_index[rows])
@@ -123,7 +123,7 @@ def _iso(ms: int) -> str:
     return iso(ms)
 
 
-def verdict(folds: list[dict[str, Any]]) -> dict[str, Any]:
+def verdict(folds: list[dict[str, Any]], scope: str = "test fold") -> dict[str, Any]:
     """Does the ensemble beat each baseline out of sample? Per metric, over test blocks."""
     if not folds:
         return {"beats_all_baselines": None, "summary": "no walk-forward folds were run"}
@@ -155,8 +155,9 @@ def verdict(folds: list[dict[str, Any]]) -> dict[str, Any]:
                      f"{entry['net_of_fees_total']['baseline']:+.4f}")
         out[baseline] = entry
     out["beats_all_baselines"] = bool(beats_all)
-    out["summary"] = ("the ensemble beats every baseline on log loss in every test fold"
-                      if beats_all else "the ensemble does NOT beat every baseline out of sample")
+    out["summary"] = (f"the ensemble beats every baseline on log loss in every {scope}"
+                      if beats_all else
+                      f"the ensemble does NOT beat every baseline on log loss in every {scope}")
     out["details"] = lines
     return out
 
@@ -242,7 +243,9 @@ def evaluate(ensemble: Ensemble, manifest: dict[str, Any], settings: dict[str, A
     scores = score_block(data, rows, member_probabilities, combined,
                          settings["baseline_tables"], chosen)
     result.update(scores)
-    result["verdict"] = (verdict([{**scores}]) if combined is not None else
+    scope = "evaluated block" + ("" if result["out_of_sample"] else
+                                 " (IN SAMPLE: overlaps the training range, not evidence)")
+    result["verdict"] = (verdict([{**scores}], scope) if combined is not None else
                          {"beats_all_baselines": None, "summary": "no quorum: not scored"})
     result["walk_forward_verdict"] = manifest.get("walk_forward", {}).get("verdict")
     return result

@@ -10,13 +10,15 @@ members could vote gets ``None``: no signal, no intent, and the reason in health
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from quantum.features import FEATURE_NAMES
-from quantum.ml.ensemble import Ensemble
 from quantum.models.baseline import Direction, Prediction, Vote
+
+if TYPE_CHECKING:
+    from quantum.ml.ensemble import Ensemble
 
 CLASS_DIRECTIONS: tuple[Direction, Direction, Direction] = ("SHORT", "FLAT", "LONG")
 FORECASTERS = ("nhits", "patchtst")

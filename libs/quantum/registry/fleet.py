@@ -86,6 +86,9 @@ JOURNAL_KEY = state_key("journal")  # the journal's health (database reachable, 
 POLICY_HISTORY_KEY = state_key("policy:history")
 RECONCILE_KEY = state_key("reconcile")  # open differences between exchange and book
 CLM_KEY = state_key("clm")  # retraining schedule, running job, shadow test in progress
+RL_SIZING_KEY = state_key("intent-bridge:rl")  # RL agent health; per-plan records under it
+RL_FEEDBACK_KEY = state_key("rl-feedback")  # rolling returns of the reward, totals
+RL_TRAINER_KEY = state_key("rl-trainer")  # rewards since the last run, schedule, last result
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -123,8 +126,10 @@ SERVICES: tuple[ServiceSpec, ...] = (
         module="services.intent_bridge",
         settings="services.intent_bridge.config:Settings",
         description="Sizes an intent into a plan with leverage and an exit plan",
-        consumes=(s.TRADE_INTENT,),
+        consumes=(s.TRADE_INTENT, s.SIZING_POLICY),
         produces=(s.APPLY_PLAN,),
+        inspects=(s.FEATURES,),
+        state_keys=(RL_SIZING_KEY,),
         port=9104,
     ),
     ServiceSpec(
@@ -164,7 +169,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         module="services.exit_brain",
         settings="services.exit_brain.config:Settings",
         description="Watches open positions; emits reduce-only exits (SL, TP ladder, trailing, time)",
-        consumes=(s.MARKET_TICK, s.EXECUTION_RESULT),
+        consumes=(s.MARKET_TICK, s.EXECUTION_RESULT, s.RISK_EVENTS),
         produces=(s.HARVEST_INTENT,),
         state_keys=(EXIT_BRAIN_KEY,),
         port=9108,
@@ -208,12 +213,36 @@ SERVICES: tuple[ServiceSpec, ...] = (
         module="services.clm",
         settings="services.clm.config:Settings",
         description="Retrains the ensemble on schedule, shadow-tests it, promotes or rolls back",
-        consumes=(s.FEATURES,),
+        consumes=(s.MARKET_KLINES,),
         produces=(s.POLICY_UPDATED, s.LEARNING_EVENTS),
         state_keys=(CLM_KEY,),
         port=9111,
         required=False,
         memory_max="3G",
+        replay=False,
+    ),
+    ServiceSpec(
+        name="rl-feedback",
+        module="services.rl_feedback",
+        settings="services.rl_feedback.config:Settings",
+        description="Turns closed trades into RL rewards with the observation at entry",
+        consumes=(s.TRADE_CLOSED,),
+        produces=(s.RL_REWARDS,),
+        state_keys=(RL_FEEDBACK_KEY,),
+        port=9112,
+        required=False,
+    ),
+    ServiceSpec(
+        name="rl-trainer",
+        module="services.rl_trainer",
+        settings="services.rl_trainer.config:Settings",
+        description="Retrains the PPO sizing policy; promotes it only when it beats fixed sizing",
+        consumes=(s.RL_REWARDS,),
+        produces=(s.SIZING_POLICY,),
+        state_keys=(RL_TRAINER_KEY,),
+        port=9113,
+        required=False,
+        memory_max="2G",
         replay=False,
     ),
 )

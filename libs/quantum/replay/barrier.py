@@ -44,7 +44,8 @@ def _id_tuple(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-# KEYS: stream keys. ARGV: per stream, the number of groups, then their names.
+# KEYS: stream keys. ARGV: "1" when a missing group counts as idle, else "0"; then per
+# stream, the number of groups and their names.
 # Returns {} when every group is quiescent, else {stream, group, pending} of the first busy one.
 _BUSY_SCRIPT = """
 local function older(a, b)
@@ -53,7 +54,8 @@ local function older(a, b)
   ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
   return ams < bms or (ams == bms and aseq < bseq)
 end
-local arg = 1
+local missing_ok = ARGV[1] == '1'
+local arg = 2
 for _, key in ipairs(KEYS) do
   local count = tonumber(ARGV[arg]); arg = arg + 1
   local wanted = {}
@@ -77,7 +79,7 @@ for _, key in ipairs(KEYS) do
       end
     end
   end
-  if found < count then return {key, 'missing group', 0} end
+  if found < count and not missing_ok then return {key, 'missing group', 0} end
 end
 return {}
 """
@@ -87,7 +89,11 @@ class Barrier:
     """Quiescence of a set of (stream key, group) pairs."""
 
     def __init__(
-        self, client: redis.Redis, pairs: Iterable[tuple[str, str]], channel: str | None = None
+        self,
+        client: redis.Redis,
+        pairs: Iterable[tuple[str, str]],
+        channel: str | None = None,
+        missing_ok: bool = False,
     ) -> None:
         self.client = client
         self._pubsub = None
@@ -99,7 +105,7 @@ class Barrier:
         self.checks = 0
         self.wait_seconds = 0.0
         self._script = client.register_script(_BUSY_SCRIPT)
-        self._argv: list[str | int] = []
+        self._argv: list[str | int] = ["1" if missing_ok else "0"]
         for stream in self.streams:
             groups = [g for s, g in self.pairs if s == stream]
             self._argv += [len(groups), *groups]
@@ -187,7 +193,9 @@ class Settlement:
         channel: str | None = None,
         timeout: float = 60.0,
     ) -> None:
-        self.barrier = Barrier(client, pairs, channel) if enabled else None
+        # A group that does not exist belongs to a service that is not part of this fleet
+        # (the replay creates every group before the first bar): nothing to wait for.
+        self.barrier = Barrier(client, pairs, channel, missing_ok=True) if enabled else None
         self.timeout = timeout
 
     def wait(self) -> None:

@@ -1,0 +1,1 @@
+"""rl-feedback: closed trades → ``rl_rewards`` for the RL sizer."""
