@@ -47,7 +47,7 @@ from quantum.risk.evaluators import (
     health_reason,
     stale_feed_reason,
 )
-from quantum.risk.policy import PolicyCache
+from quantum.risk.policy import POLICY_KEY, PolicyCache
 from services.risk_governor.config import Settings
 
 NAME = "risk-governor"
@@ -187,7 +187,7 @@ class RiskGovernor(ServiceBase):
         self.last_close[kline.symbol] = kline.close
         if previous is None:
             return
-        window = self.policies.refresh().risk.correlation_window
+        window = self.policies.policy.risk.correlation_window  # refreshed on every decision
         series = self.returns.get(kline.symbol)
         if series is None or series.maxlen != window:
             series = self.returns[kline.symbol] = deque(series or (), maxlen=window)
@@ -196,10 +196,15 @@ class RiskGovernor(ServiceBase):
     def _decide(self, event: Envelope[Any], plan: Plan, out: Outbox) -> None:
         self.settlement.wait()  # replay: judge on the portfolio after this bar's fills
         started = time.perf_counter()
-        policy = self.policies.refresh()
+        pipe = self.client.pipeline(transaction=False)  # one round trip for all three
+        for key in (POLICY_KEY, PORTFOLIO_KEY, ess.ESS_KEY):
+            pipe.get(key)
+        raw_policy, raw_portfolio, raw_ess = pipe.execute()
+        policy = self.policies.update(raw_policy)
         POLICY_VERSION.set(policy.version)
-        portfolio = self.portfolio()
-        state = ess.status(self.client)
+        portfolio = (PortfolioState.model_validate_json(raw_portfolio)
+                     if raw_portfolio is not None else None)
+        state = ess.parse(raw_ess)
         if portfolio is None:
             reasons: tuple[str, ...] = ("portfolio_unavailable",)
         else:

@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from quantum.contracts.events import Plan, PortfolioState
 from quantum.risk.policy import RiskPolicy
 
@@ -104,32 +106,37 @@ def max_net_exposure(plan: Plan, ctx: RiskContext) -> str | None:
 
 def correlation(plan: Plan, ctx: RiskContext) -> str | None:
     """Rolling correlation of bar returns with each open position, signed by direction:
-    a second bet the same way on a look-alike market doubles the risk; a hedge does not."""
+    a second bet the same way on a look-alike market doubles the risk; a hedge does not.
+    All held symbols are correlated with the candidate in one vectorised pass."""
     window = ctx.limits.correlation_window
-    candidate = list(ctx.returns.get(plan.symbol, ()))[-window:]
+    candidate = ctx.returns.get(plan.symbol, ())
     if len(candidate) < 20:
         return None
+    sides: dict[str, float] = {p.symbol: 1.0 if p.side == "LONG" else -1.0
+                               for p in ctx.portfolio.positions}
+    for approval in ctx.pending.values():
+        sides.setdefault(approval.symbol, 1.0 if approval.signed_notional > 0 else -1.0)
+    sides.pop(plan.symbol, None)
+    held = [(s, side) for s, side in sides.items() if len(ctx.returns.get(s, ())) >= 20]
+    if not held:
+        return None
+    n = min(window, len(candidate), *(len(ctx.returns[s]) for s, _ in held))
+    matrix = np.array([list(ctx.returns[s])[-n:] for s, _ in held])
+    base = np.array(list(candidate)[-n:])
+    rho = pearson(base, matrix)
     sign = 1.0 if plan.side == "LONG" else -1.0
-    held = [(p.symbol, 1.0 if p.side == "LONG" else -1.0) for p in ctx.portfolio.positions]
-    held += [(a.symbol, 1.0 if a.signed_notional > 0 else -1.0) for a in ctx.pending.values()]
-    for symbol, side in held:
-        other = list(ctx.returns.get(symbol, ()))[-window:]
-        n = min(len(candidate), len(other))
-        if symbol == plan.symbol or n < 20:
-            continue
-        rho = pearson(candidate[-n:], other[-n:])
-        if rho * sign * side > ctx.limits.max_correlation:
-            return "correlation"
-    return None
+    directed = rho * sign * np.array([side for _, side in held])
+    return "correlation" if bool(np.any(directed > ctx.limits.max_correlation)) else None
 
 
-def pearson(a: Sequence[float], b: Sequence[float]) -> float:
-    n = len(a)
-    mean_a, mean_b = sum(a) / n, sum(b) / n
-    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b, strict=True))
-    var_a = sum((x - mean_a) ** 2 for x in a)
-    var_b = sum((y - mean_b) ** 2 for y in b)
-    return cov / math.sqrt(var_a * var_b) if var_a > 0 and var_b > 0 else 0.0
+def pearson(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Correlation of ``a`` with each row of ``rows`` (0 where either has no variance)."""
+    a = a - a.mean()
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((a * a).sum() * (rows * rows).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = (rows @ a) / denominator
+    return np.where(denominator > 0, result, 0.0)
 
 
 def cooldown(plan: Plan, ctx: RiskContext) -> str | None:

@@ -51,7 +51,10 @@ class EssState(BaseModel):
 
 
 def status(client: redis.Redis) -> EssState:
-    raw = client.get(ESS_KEY)
+    return parse(client.get(ESS_KEY))
+
+
+def parse(raw: bytes | None) -> EssState:
     return EssState.model_validate_json(raw) if raw is not None else EssState()
 
 

@@ -207,7 +207,10 @@ class PolicyCache:
         self.policy = load(client)
 
     def refresh(self) -> Policy:
-        raw = self.client.get(POLICY_KEY)
+        return self.update(self.client.get(POLICY_KEY))
+
+    def update(self, raw: bytes | None) -> Policy:
+        """Take the stored document (already read, e.g. in a pipeline) if its version moved."""
         if raw is None:
             if self.policy.version != 0:
                 self.policy = Policy()
