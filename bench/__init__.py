@@ -46,7 +46,7 @@ def load(name: str) -> BenchFunction:
     function = getattr(module, "run", None)
     if not callable(function):
         raise TypeError(f"bench/{name}.py has no callable run(quick: bool) -> dict")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def redis_server_version() -> str | None:

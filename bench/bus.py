@@ -113,7 +113,7 @@ def best_rates(repeats: int,
 # --- producing ----------------------------------------------------------------------------
 
 
-def raw_xadd(client: redis.Redis, encoded: Sequence[dict[str, str | bytes]]) -> tuple[int, float]:
+def raw_xadd(client: redis.Redis, encoded: Sequence[dict[Any, Any]]) -> tuple[int, float]:
     """Pipelined ``XADD`` of pre-encoded fields, ``RAW_BATCH`` per pipeline, into a fresh stream."""
     client.delete(INPUT.key)
     started = time.perf_counter()
@@ -187,7 +187,7 @@ def raw_consume(client: redis.Redis, group: str, events: int) -> tuple[int, floa
     done = 0
     started = time.perf_counter()
     while done < events:
-        reply = client.xreadgroup(group, "raw", {INPUT.key: ">"}, count=RAW_BATCH)
+        reply: Any = client.xreadgroup(group, "raw", {INPUT.key: ">"}, count=RAW_BATCH)
         if not reply:
             break
         ids = [entry_id for entry_id, _ in reply[0][1]]
@@ -290,7 +290,7 @@ def _microseconds_per_item(count: int, loop: Callable[[], object], repeats: int 
 
 
 def unit_costs(envelopes: Sequence[Envelope[Any]],
-               encoded: Sequence[dict[str, str | bytes]]) -> dict[str, float]:
+               encoded: Sequence[dict[Any, Any]]) -> dict[str, float]:
     """CPU cost per event of each step of a relay's turn, without I/O and without a profiler.
 
     cProfile inflates Python-heavy code; these plain timings of the same steps, on the same
@@ -348,8 +348,11 @@ def measure(client: redis.Redis, workload: Workload) -> dict[str, Any]:
         "raw": lambda: raw_xadd(client, encoded)}
     for batch in BATCH_SIZES:
         count = workload.events_at_batch_1 if batch == 1 else workload.events
-        producers[f"batch_{batch}"] = (
-            lambda b=batch, n=count: publish_batches(client, envelopes[:n], b))
+
+        def publish_run(batch: int = batch, count: int = count) -> tuple[int, float]:
+            return publish_batches(client, envelopes[:count], batch)
+
+        producers[f"batch_{batch}"] = publish_run
     produced = best_rates(workload.repeats, producers)
     raw = produced.pop("raw")
     publish_figures = {name: {"events_per_second": round(rate),

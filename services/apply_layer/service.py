@@ -18,7 +18,7 @@ from prometheus_client import Counter
 
 from quantum.bus.envelope import Envelope, new_envelope
 from quantum.bus.runner import Outbox, ServiceBase
-from quantum.contracts.events import OrderRequest, RiskDecision
+from quantum.contracts.events import OrderRequest, Plan, RiskDecision
 from quantum.contracts.streams import APPLY_RESULT
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import APPLY_KEY, APPLY_REFUSAL_KEY
@@ -36,6 +36,24 @@ REFUSED = Counter("quantum_apply_refused_total", "Approved plans refused", ["rea
 def client_order_id(plan_id: str) -> str:
     """Binance allows 36 chars of ``[.A-Z:/a-z0-9_-]``; same plan → same id → no double order."""
     return "qt-" + plan_id.replace("-", "")[:32]
+
+
+def entry_order(plan: Plan) -> OrderRequest:
+    """The market order that opens an approved plan's position."""
+    return OrderRequest(
+        client_order_id=client_order_id(plan.plan_id),
+        plan_id=plan.plan_id,
+        symbol=plan.symbol,
+        side="BUY" if plan.side == "LONG" else "SELL",
+        position_side=plan.side,
+        quantity=plan.quantity,
+        reference_price=plan.reference_price,
+        leverage=plan.leverage,
+        reduce_only=False,
+        reason="entry",
+        bar_time=plan.bar_time,
+        exit_plan=plan.exit_plan,
+    )
 
 
 class ApplyLayer(ServiceBase):
@@ -75,20 +93,7 @@ class ApplyLayer(ServiceBase):
             )
             return
         plan = decision.plan
-        order = OrderRequest(
-            client_order_id=client_order_id(plan.plan_id),
-            plan_id=plan.plan_id,
-            symbol=plan.symbol,
-            side="BUY" if plan.side == "LONG" else "SELL",
-            position_side=plan.side,
-            quantity=plan.quantity,
-            reference_price=plan.reference_price,
-            leverage=plan.leverage,
-            reduce_only=False,
-            reason="entry",
-            bar_time=plan.bar_time,
-            exit_plan=plan.exit_plan,
-        )
+        order = entry_order(plan)
         out.emit(APPLY_RESULT, new_envelope(order, ts=event.ts, source=NAME, cause=event))
         self.applied.add(plan.plan_id)
         out.command("zadd", APPLY_KEY, {plan.plan_id: plan.bar_time})

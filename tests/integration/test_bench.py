@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
-from bench import bus, fleet
 
+from bench import bus, fleet
 from quantum.replay.orchestrator import ReplayRequest
 
 

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from quantum.bus.envelope import Envelope, derive_id, new_envelope
 from quantum.bus.runner import Outbox, publish
 from quantum.contracts.events import (
-    OrderRequest,
     Plan,
     RiskDecision,
     Tick,
@@ -28,7 +27,7 @@ from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import APPLY_REFUSAL_KEY, PORTFOLIO_KEY
 from quantum.risk import ess, policy
 from services.apply_layer.config import Settings as ApplySettings
-from services.apply_layer.service import ApplyLayer, client_order_id
+from services.apply_layer.service import ApplyLayer, entry_order
 from services.risk_governor.config import Settings as GovernorSettings
 from services.risk_governor.service import RiskGovernor
 
@@ -188,20 +187,7 @@ def test_no_sequence_exceeds_the_policy(r: redis.Redis, actions: list[tuple[Any,
                 assert (
                     before.gross_exposure + plan.notional
                 ) / before.equity <= limits.max_gross_exposure + 1e-9
-                order = OrderRequest(
-                    client_order_id=client_order_id(plan.plan_id),
-                    plan_id=plan.plan_id,
-                    symbol=plan.symbol,
-                    side="BUY" if plan.side == "LONG" else "SELL",
-                    position_side=plan.side,
-                    quantity=plan.quantity,
-                    reference_price=plan.reference_price,
-                    leverage=plan.leverage,
-                    reduce_only=False,
-                    reason="entry",
-                    bar_time=plan.bar_time,
-                    exit_plan=plan.exit_plan,
-                )
+                order = entry_order(plan)
                 exchange.submit(order, now)
         for symbol in SYMBOLS:  # every symbol trades a bar: fills and marks
             price = prices[symbol]

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import bench
 import pytest
+
+import bench
 from bench.__main__ import main
 
 

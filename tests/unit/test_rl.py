@@ -11,17 +11,17 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from gymnasium.utils.env_checker import check_env  # noqa: E402
+from gymnasium.utils.env_checker import check_env
 
-from quantum.rl.environment import EnvironmentConfig, SizingEnv  # noqa: E402
-from quantum.rl.observation import (  # noqa: E402
+from quantum.rl.environment import EnvironmentConfig, SizingEnv
+from quantum.rl.observation import (
     OBSERVATION_SIZE,
     action_to_multiplier,
     clip_multiplier,
 )
-from quantum.rl.opportunities import Opportunities, from_data  # noqa: E402
-from quantum.rl.policy import WEIGHTS, PolicyRefused, PolicyRegistry  # noqa: E402
-from quantum.rl.training import TrainingConfig, train_and_register  # noqa: E402
+from quantum.rl.opportunities import Opportunities, from_data
+from quantum.rl.policy import WEIGHTS, PolicyRefused, PolicyRegistry
+from quantum.rl.training import TrainingConfig, train_and_register
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 START = int(datetime(2025, 9, 1, tzinfo=UTC).timestamp() * 1000)
