@@ -41,7 +41,7 @@ def run(quick: bool) -> dict[str, Any]:
     from quantum.rl.training import TrainingConfig, fit, train_and_register
 
     table = _opportunities(quick)
-    steps = 2048 if quick else 16_384
+    steps = 1024 if quick else 16_384
     config = TrainingConfig(timesteps=steps, folds=0)
     fit(table, replace(config, timesteps=128, n_steps=128))  # imports and first-call costs
     training: dict[str, float] = {}

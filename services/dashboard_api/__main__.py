@@ -38,7 +38,7 @@ def main() -> None:
              read_auth="required" if options.read_token else "open")
     uvicorn.run(create_app(options), host=settings.http_host, port=port,
                 log_level=settings.log_level.lower(), access_log=False, proxy_headers=False,
-                server_header=False, ws="websockets-sansio")
+                server_header=False, ws="auto")
 
 
 if __name__ == "__main__":

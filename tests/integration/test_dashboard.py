@@ -310,7 +310,7 @@ def served(seeded: tuple[str, str]) -> Iterator[str]:
                                       ws_interval_s=0.2))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           ws="websockets-sansio"))
+                                           ws="auto"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -61,21 +61,24 @@ def alert_expressions() -> dict[str, str]:
             for rule in group["rules"]}
 
 
-def test_promtool_accepts_the_rules_config_and_alert_tests() -> None:
+def test_promtool_accepts_the_rules_config_and_alert_tests(tmp_path: Path) -> None:
     promtool = binary("promtool")
+    for name in ("alerts.yml", "alerts.test.yml", "prometheus.yml"):
+        shutil.copy(PROMETHEUS_DIR / name, tmp_path / name)
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "quantum.json").write_text(provisioning.targets_json())
     for arguments in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"],
                       ["check", "config", "prometheus.yml"]):
-        done = subprocess.run([promtool, *arguments], cwd=PROMETHEUS_DIR, capture_output=True,
+        done = subprocess.run([promtool, *arguments], cwd=tmp_path, capture_output=True,
                               text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_generated_scrape_config_and_dashboards_match_the_registry() -> None:
+def test_scrape_targets_follow_the_registry_and_dashboards_are_current() -> None:
     assert provisioning.check() == [], "run `python -m quantum.dashboard.provisioning`"
-    config = (ROOT / provisioning.PROMETHEUS_CONFIG).read_text()
-    for spec in SERVICES:
-        if spec.port:
-            assert f"127.0.0.1:{spec.port}" in config and f"service: {spec.name}" in config
+    targets = json.loads(provisioning.targets_json())
+    assert {(t["labels"]["service"], t["targets"][0]) for t in targets} == {
+        (spec.name, f"127.0.0.1:{spec.port}") for spec in SERVICES if spec.port}
     for uid in provisioning.DASHBOARDS:
         document = json.loads((ROOT / provisioning.DASHBOARD_DIR / f"{uid}.json").read_text())
         assert document["uid"] == uid and document["panels"]
