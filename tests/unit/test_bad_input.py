@@ -17,11 +17,19 @@ from services.risk_governor.config import Settings as GovernorSettings
 
 
 def request(data_dir: Path, *symbols: str) -> ReplayRequest:
-    return ReplayRequest(data_dir=data_dir, symbols=symbols, start=None, end=None, speed=None,
-                         report_path=data_dir / "report.json")
+    return ReplayRequest(
+        data_dir=data_dir,
+        symbols=symbols,
+        start=None,
+        end=None,
+        speed=None,
+        report_path=data_dir / "report.json",
+    )
 
 
-def test_env_value_of_the_wrong_type_is_refused_with_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_value_of_the_wrong_type_is_refused_with_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("QT_BATCH_SIZE", "lots")
     with pytest.raises(ConfigError, match="QT_BATCH_SIZE") as error:
         load(GovernorSettings)
@@ -69,8 +77,13 @@ def test_unknown_symbol_and_empty_dir_are_named(tmp_path: Path, sample_dir: Path
 
 def test_a_range_without_bars_is_named(tmp_path: Path, sample_dir: Path) -> None:
     shutil.copy(sample_dir / "BTCUSDT-5m.csv.gz", tmp_path)
-    late = ReplayRequest(data_dir=tmp_path, symbols=("BTCUSDT",),
-                         start=datetime(2030, 1, 1, tzinfo=UTC), end=None, speed=None,
-                         report_path=tmp_path / "r.json")
+    late = ReplayRequest(
+        data_dir=tmp_path,
+        symbols=("BTCUSDT",),
+        start=datetime(2030, 1, 1, tzinfo=UTC),
+        end=None,
+        speed=None,
+        report_path=tmp_path / "r.json",
+    )
     with pytest.raises(ReplayError, match="BTCUSDT: no bars between 2030-01-01"):
         validate(late)
