@@ -67,6 +67,11 @@ class IntentBridge(ServiceBase):
     def on_idle(self, out: Outbox, now: float) -> None:
         if self.agent is not None:
             self.agent.check_for_update(now)
+            if self.agent.status_due():  # health in the state key before the first plan too
+                from quantum.rl.agent import STATUS_KEY
+
+                mode = self.policies.refresh().sizing.rl_sizing
+                out.put_state(STATUS_KEY, self.agent.status(mode, int(now * 1000)))
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         if isinstance(event.payload, SizingPolicyPromoted):

@@ -204,3 +204,17 @@ def test_closed_trade_becomes_a_reward_with_the_entry_observation(
     ratio = entry["quantity_suggested"] / entry["quantity_used"]
     assert reward.counterfactual_pnl == pytest.approx(closed.net_pnl * ratio)
     assert np.isfinite(reward.reward) and reward.reward > 0
+
+
+def test_bridge_reports_a_missing_policy_before_any_plan(r: redis.Redis, tmp_path: Path) -> None:
+    r.flushdb()
+    bridge = IntentBridge(r, sizing_agent=SizingAgent(r, tmp_path / "nothing"))
+    out = Outbox(frozenset(s.name for s in service("intent-bridge").produces))
+    bridge.on_idle(out, 1_000.0)
+    commit(r, out)
+    status = orjson.loads(r.get(STATUS_KEY))
+    assert status["policy_loaded"] is False and "no promoted sizing policy" in status["reason"]
+    assert status["sizing_effect"] == "none: sizing at 1.0x"
+    again = Outbox(frozenset(s.name for s in service("intent-bridge").produces))
+    bridge.on_idle(again, 1_001.0)
+    assert again.empty  # written once per change, not every turn

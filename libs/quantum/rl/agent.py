@@ -115,6 +115,7 @@ class SizingAgent:
         self.suggestions = 0
         self._pointer_stamp: tuple[float, int] | None = None
         self._checked = 0.0
+        self._announced: tuple[str | None, str | None] | None = None
         self.reload()
 
     # --- policy ---------------------------------------------------------------------------
@@ -202,8 +203,15 @@ class SizingAgent:
         UNAVAILABLE.labels(kind).inc()
         return SizingDecision(mode, 1.0, None, seen, version, reason)
 
+    def status_due(self) -> bool:
+        """Whether the policy or its problem changed since the state key was last written."""
+        version = self.policy.version if self.policy is not None else None
+        return self._announced != (version, self.problem)
+
     def status(self, mode: str, now_ms: int) -> dict[str, Any]:
         """The agent's health, for the bridge's state key."""
+        self._announced = (self.policy.version if self.policy is not None else None,
+                           self.problem)
         return {
             "mode": mode,
             "policy_version": self.policy.version if self.policy is not None else None,
