@@ -227,3 +227,24 @@ def test_an_unreachable_database_leaves_every_entry_in_the_stream(
     assert group_backlog(r) == 0
     assert orjson.loads(r.get(JOURNAL_KEY))["healthy"] is True
     journal_ok.engine.dispose()
+
+
+def test_retraining_runs_from_the_clm_are_journalled(engine: Engine) -> None:
+    from sqlalchemy.orm import Session
+
+    from quantum.bus.envelope import new_envelope
+    from quantum.contracts.events import RetrainingCompleted, RetrainingStarted
+    from quantum.journal.models import RetrainingJobRow
+
+    journal = Journal(engine)
+    started = new_envelope(RetrainingStarted(run_id="r1", trigger="schedule", data_dir="data",
+                                             symbols=("BTCUSDT",), ts=1), ts=1, source="clm")
+    done = new_envelope(RetrainingCompleted(run_id="r1", succeeded=True, candidate="v7",
+                                            detail="ok", seconds=12.5, ts=2), ts=2, source="clm")
+    journal.write([started, done])
+    journal.write([done])  # a redelivery changes nothing
+    with Session(engine) as session:
+        rows = session.scalars(select(RetrainingJobRow)).all()
+        found = [(r.job_id, r.status, r.started_ts, r.finished_ts) for r in rows]
+        assert found == [("r1", "succeeded", 1, 2)]
+        assert rows[0].detail["candidate"] == "v7" and rows[0].detail["trigger"] == "schedule"

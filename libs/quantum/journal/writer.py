@@ -26,6 +26,8 @@ from quantum.contracts.events import (
     ExitPlan,
     OrderRequest,
     PortfolioState,
+    RetrainingCompleted,
+    RetrainingStarted,
     RiskDecision,
     RiskEvent,
     Signal,
@@ -91,6 +93,7 @@ class _Batch:
     orders: list[Envelope[Any]] = field(default_factory=list)  # requests and reports, in order
     snapshots: list[Envelope[PortfolioState]] = field(default_factory=list)
     risk_events: list[Envelope[RiskEvent]] = field(default_factory=list)
+    retraining: list[Envelope[Any]] = field(default_factory=list)  # CLM's learning.events
 
 
 @dataclass
@@ -234,6 +237,8 @@ class Journal:
             batch.rows[TradeRow].append({"event_id": event.id, **payload.model_dump()})
         elif isinstance(payload, PortfolioState):
             batch.snapshots.append(event)
+        elif isinstance(payload, RetrainingStarted | RetrainingCompleted):
+            batch.retraining.append(event)
 
     def _write_batch(self, session: Session, batch: _Batch) -> None:
         if not batch.ledger:
@@ -249,6 +254,28 @@ class Journal:
                 session.execute(insert(model), rows)
         if batch.orders:
             self._apply_orders(session, batch.orders)
+        for event in batch.retraining:
+            self._apply_retraining(session, event.payload)
+
+    def _apply_retraining(self, session: Session, job: Any) -> None:
+        """One row per CLM run: inserted when it starts, completed when it ends."""
+        row = session.scalars(select(RetrainingJobRow).where(
+            RetrainingJobRow.job_id == job.run_id)).first()
+        if isinstance(job, RetrainingStarted):
+            if row is None:
+                session.add(RetrainingJobRow(
+                    job_id=job.run_id, model="ensemble", status="running", started_ts=job.ts,
+                    finished_ts=None, detail={"trigger": job.trigger, "data_dir": job.data_dir,
+                                              "symbols": list(job.symbols)}))
+            return
+        status = "succeeded" if job.succeeded else "failed"
+        detail = {"candidate": job.candidate, "detail": job.detail, "seconds": job.seconds}
+        if row is None:
+            session.add(RetrainingJobRow(job_id=job.run_id, model="ensemble", status=status,
+                                         started_ts=job.ts, finished_ts=job.ts, detail=detail))
+        else:
+            row.status, row.finished_ts = status, job.ts
+            row.detail = {**(row.detail or {}), **detail}
 
     def _collect_snapshots(self, batch: _Batch) -> None:
         for event in batch.snapshots:

@@ -180,7 +180,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         settings="services.journal.config:Settings",
         description="Writes the SQL trade journal (signals, risk, orders, fills, trades, snapshots)",
         consumes=(s.AI_SIGNAL, s.AI_DECISION, s.RISK_DECISION, s.RISK_EVENTS, s.APPLY_RESULT,
-                  s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE),
+                  s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE, s.LEARNING_EVENTS),
         state_keys=(JOURNAL_KEY,),
         port=9109,
         required=False,
