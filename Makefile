@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 SYMBOLS ?= BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT
 DATA   ?= data/sample
 REPORT ?= reports/replay.json
+START  ?= 2025-10-10T00:00:00Z   # the last three weeks of the sample; START= replays it all
 
 .PHONY: install run test bench lint generate clean
 
@@ -24,7 +25,8 @@ $(STAMP): pyproject.toml scripts/ensure-redis-binary.sh
 
 ## Replay the bundled real market data through the whole fleet (paper exchange) and report.
 run: install
-	$(VENV)/bin/quantumctl replay --data $(DATA) --symbols $(SYMBOLS) --report $(REPORT)
+	$(VENV)/bin/quantumctl replay --data $(DATA) --symbols $(SYMBOLS) --report $(REPORT) \
+		$(if $(strip $(START)),--start $(strip $(START)))
 
 test: install
 	$(VENV)/bin/pytest -q
