@@ -91,7 +91,7 @@ def load(
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]} (no service declares it)")
     try:
-        return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return cls(_env_file=env_file, **overrides)
     except ValidationError as e:
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"])

@@ -33,8 +33,10 @@ def observations(client: redis.Redis) -> list[tuple[int, float]]:
     """What the governor judges: at each bar, the portfolio after the
     bar's settlement (the last snapshot up to the bar's close) marked to the bar's mark
     prices, as execution marks it."""
-    snapshots = [PortfolioState.model_validate_json(f[b"payload"])
-                 for _, f in entries(client, "quantum:stream:portfolio.state")]
+    snapshots = [
+        PortfolioState.model_validate_json(f[b"payload"])
+        for _, f in entries(client, "quantum:stream:portfolio.state")
+    ]
     marks: dict[int, dict[str, float]] = {}
     for _, f in entries(client, "quantum:stream:market.tick"):
         t = orjson.loads(f[b"payload"])
@@ -50,7 +52,8 @@ def observations(client: redis.Redis) -> list[tuple[int, float]]:
             out.append((close_time, INITIAL_BALANCE))
             continue
         equity = last.balance + sum(
-            (1 if p.side == "LONG" else -1) * p.quantity
+            (1 if p.side == "LONG" else -1)
+            * p.quantity
             * (marks[close_time].get(p.symbol, p.mark_price) - p.entry_price)
             for p in last.positions
         )
@@ -108,7 +111,9 @@ def test_drawdown_trips_at_the_right_bar_and_entries_stop(
     ]
     after = [d for d in decisions if d["plan"]["bar_time"] > state.tripped_at]
     assert after and all("ess_tripped" in d["reasons"] and not d["approved"] for d in after)
-    trades = [orjson.loads(f[b"payload"]) for _, f in entries(client, "quantum:stream:trade.closed")]
+    trades = [
+        orjson.loads(f[b"payload"]) for _, f in entries(client, "quantum:stream:trade.closed")
+    ]
     assert all(t["entry_ts"] <= state.tripped_at for t in trades)
     emergency = [t for t in trades if t["exit_reason"].startswith("ess_")]
     # The policy closes losing positions on a trip: at the trip's bar, at that bar's close.

@@ -89,7 +89,7 @@ def replay_one(client: redis.Redis, dlq_id: str, outcome: ReplayOutcome) -> None
                     return
                 key, maxlen, original = target
                 pipe.multi()
-                pipe.xadd(key, original, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+                pipe.xadd(key, original, maxlen=maxlen, approximate=True)
                 pipe.xdel(DLQ.key, dlq_id)
                 new_id, _ = pipe.execute()
             except redis.WatchError:

@@ -43,7 +43,7 @@ def ess_status(redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False) -> N
 
     client = _connect(redis_url)
     state = ess.status(client)
-    document = {"state": state.model_dump(), "audit": ess.audit(client, 10)}
+    document: dict[str, Any] = {"state": state.model_dump(), "audit": ess.audit(client, 10)}
     if json:
         _print_json(document)
         return

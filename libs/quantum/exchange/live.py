@@ -394,9 +394,10 @@ class LiveExchange:
             self.adapter.configure(intent.symbol, intent.leverage, self.config.margin_type)
         quantity = filters.prepare(intent.quantity, intent.reference_price,
                                    reduce_only=intent.reduce_only)
-        arguments = {"symbol": intent.symbol, "side": intent.side, "quantity": quantity,
-                     "client_order_id": intent.client_order_id,
-                     "reduce_only": intent.reduce_only}
+        arguments: dict[str, Any] = {
+            "symbol": intent.symbol, "side": intent.side, "quantity": quantity,
+            "client_order_id": intent.client_order_id, "reduce_only": intent.reduce_only,
+        }
         if intent.status == "uncertain":
             state, sent = self.adapter.ensure_market(**arguments)
             log.info("uncertain intent resolved", client_order_id=intent.client_order_id,
@@ -533,7 +534,7 @@ class LiveExchange:
         net = position.realised - position.fees - position.funding
         risk = position.initial_quantity * position.stop_distance
         return TradeClosed(
-            trade_id=position.position_id, symbol=position.symbol, side=position.side,  # type: ignore[arg-type]
+            trade_id=position.position_id, symbol=position.symbol, side=position.side,
             quantity=position.initial_quantity, entry_price=position.entry_price,
             exit_price=position.exit_value / position.exit_quantity,
             entry_ts=position.opened_ts, exit_ts=ts, gross_pnl=position.realised,
@@ -620,7 +621,7 @@ class LiveExchange:
     def portfolio(self) -> PortfolioState:
         views = tuple(
             PositionView(
-                position_id=p.position_id, symbol=p.symbol, side=p.side,  # type: ignore[arg-type]
+                position_id=p.position_id, symbol=p.symbol, side=p.side,
                 quantity=p.quantity, entry_price=p.entry_price,
                 mark_price=p.mark_price or p.entry_price, leverage=p.leverage, margin=p.margin,
                 liquidation_price=self.liquidation_price(p), unrealised_pnl=p.unrealised(),

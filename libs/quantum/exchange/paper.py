@@ -113,7 +113,9 @@ class PaperExchange:
     def from_snapshot(cls, data: dict[str, Any]) -> PaperExchange:
         data = dict(data)
         positions = {s: Position(**p) for s, p in data.pop("positions").items()}
-        pending = {s: [PendingOrder(**o) for o in orders] for s, orders in data.pop("pending").items()}
+        pending = {
+            s: [PendingOrder(**o) for o in orders] for s, orders in data.pop("pending").items()
+        }
         return cls(**data, positions=positions, pending=pending)
 
     # --- orders ---------------------------------------------------------------------------
@@ -144,15 +146,37 @@ class PaperExchange:
         )
         return [self._report("ack", order, None, 0.0, 0.0, 0.0, ts, reason=order.reason)]
 
-    def _report(self, kind: str, order: OrderRequest, position: Position | None, quantity: float,
-                price: float, fee: float, ts: int, *, reason: str, code: int | None = None,
-                message: str | None = None) -> ExecutionReport:
+    def _report(
+        self,
+        kind: str,
+        order: OrderRequest,
+        position: Position | None,
+        quantity: float,
+        price: float,
+        fee: float,
+        ts: int,
+        *,
+        reason: str,
+        code: int | None = None,
+        message: str | None = None,
+    ) -> ExecutionReport:
         return ExecutionReport(
-            kind=kind, client_order_id=order.client_order_id, plan_id=order.plan_id,  # type: ignore[arg-type]
-            symbol=order.symbol, side=order.side, position_side=order.position_side,
-            position_id=position.position_id if position else None, quantity=quantity,
-            price=price, fee=fee, reduce_only=order.reduce_only, reason=reason, code=code,
-            message=message, ts=ts, exit_plan=order.exit_plan if kind == "fill" else None,
+            kind=kind,
+            client_order_id=order.client_order_id,
+            plan_id=order.plan_id,
+            symbol=order.symbol,
+            side=order.side,
+            position_side=order.position_side,
+            position_id=position.position_id if position else None,
+            quantity=quantity,
+            price=price,
+            fee=fee,
+            reduce_only=order.reduce_only,
+            reason=reason,
+            code=code,
+            message=message,
+            ts=ts,
+            exit_plan=order.exit_plan if kind == "fill" else None,
             position_quantity=position.quantity if position else 0.0,
             liquidation_price=self.liquidation_price(position) if position else 0.0,
         )
@@ -164,24 +188,59 @@ class PaperExchange:
         fee = notional * self.taker_fee
         free = self.equity() - self.used_margin()
         if notional / order.leverage + fee > free:
-            return [self._report("reject", order, None, 0.0, 0.0, 0.0, tick.ts, reason="entry",
-                                 code=MARGIN_INSUFFICIENT, message="Margin is insufficient.")]
+            return [
+                self._report(
+                    "reject",
+                    order,
+                    None,
+                    0.0,
+                    0.0,
+                    0.0,
+                    tick.ts,
+                    reason="entry",
+                    code=MARGIN_INSUFFICIENT,
+                    message="Margin is insufficient.",
+                )
+            ]
         if order.symbol in self.positions:
-            return [self._report("reject", order, None, 0.0, 0.0, 0.0, tick.ts, reason="entry",
-                                 code=REDUCE_ONLY_REJECTED, message="position already open")]
+            return [
+                self._report(
+                    "reject",
+                    order,
+                    None,
+                    0.0,
+                    0.0,
+                    0.0,
+                    tick.ts,
+                    reason="entry",
+                    code=REDUCE_ONLY_REJECTED,
+                    message="position already open",
+                )
+            ]
         plan: ExitPlan | None = order.exit_plan
         stop_distance = abs(order.reference_price - plan.stop_loss) if plan else 0.0
         position = Position(
-            position_id=order.plan_id, symbol=order.symbol, side=order.position_side,
-            quantity=order.quantity, initial_quantity=order.quantity, entry_price=price,
-            leverage=order.leverage, opened_ts=tick.ts, stop_distance=stop_distance,
-            exit_plan=plan.model_dump(mode="json") if plan else None, fees=fee, mark_price=price,
+            position_id=order.plan_id,
+            symbol=order.symbol,
+            side=order.position_side,
+            quantity=order.quantity,
+            initial_quantity=order.quantity,
+            entry_price=price,
+            leverage=order.leverage,
+            opened_ts=tick.ts,
+            stop_distance=stop_distance,
+            exit_plan=plan.model_dump(mode="json") if plan else None,
+            fees=fee,
+            mark_price=price,
         )
         self.positions[order.symbol] = position
         self.balance -= fee
         self.fees_paid += fee
-        return [self._report("fill", order, position, order.quantity, price, fee, tick.ts,
-                             reason="entry")]
+        return [
+            self._report(
+                "fill", order, position, order.quantity, price, fee, tick.ts, reason="entry"
+            )
+        ]
 
     def on_tick(self, tick: Tick) -> tuple[list[ExecutionReport], list[TradeClosed], bool]:
         """Fill queued orders, settle funding, liquidate, mark to market.
@@ -223,8 +282,17 @@ class PaperExchange:
         position.mark_price = tick.mark_price or tick.close
         return reports, closed, changed
 
-    def _reduce(self, position: Position, fraction: float, price: float, ts: int, reason: str,
-                *, slip: bool, client_order_id: str | None = None) -> tuple[ExecutionReport, list[TradeClosed]]:
+    def _reduce(
+        self,
+        position: Position,
+        fraction: float,
+        price: float,
+        ts: int,
+        reason: str,
+        *,
+        slip: bool,
+        client_order_id: str | None = None,
+    ) -> tuple[ExecutionReport, list[TradeClosed]]:
         side = "SELL" if position.side == "LONG" else "BUY"
         fill_price = self._slip(price, side) if slip else price
         quantity = position.quantity * fraction
@@ -242,10 +310,18 @@ class PaperExchange:
         self.realised_pnl += pnl
         self.fees_paid += fee
         order = OrderRequest(
-            client_order_id=client_order_id or f"qx-{position.position_id.replace('-', '')[:20]}-{ts}",
-            plan_id=position.position_id, symbol=position.symbol, side=side,  # type: ignore[arg-type]
-            position_side=position.side, quantity=quantity, reference_price=price,  # type: ignore[arg-type]
-            leverage=position.leverage, reduce_only=True, reason=reason, bar_time=ts,
+            client_order_id=client_order_id
+            or f"qx-{position.position_id.replace('-', '')[:20]}-{ts}",
+            plan_id=position.position_id,
+            symbol=position.symbol,
+            side=side,
+            position_side=position.side,
+            quantity=quantity,
+            reference_price=price,
+            leverage=position.leverage,
+            reduce_only=True,
+            reason=reason,
+            bar_time=ts,
         )
         report = self._report("fill", order, position, quantity, fill_price, fee, ts, reason=reason)
         trades: list[TradeClosed] = []
@@ -258,13 +334,22 @@ class PaperExchange:
         net = position.realised - position.fees - position.funding
         risk = position.initial_quantity * position.stop_distance
         return TradeClosed(
-            trade_id=position.position_id, symbol=position.symbol, side=position.side,  # type: ignore[arg-type]
-            quantity=position.initial_quantity, entry_price=position.entry_price,
+            trade_id=position.position_id,
+            symbol=position.symbol,
+            side=position.side,
+            quantity=position.initial_quantity,
+            entry_price=position.entry_price,
             exit_price=position.exit_value / position.exit_quantity,
-            entry_ts=position.opened_ts, exit_ts=ts, gross_pnl=position.realised,
-            fees=position.fees, funding=position.funding, net_pnl=net,
-            r_multiple=net / risk if risk > 0 else None, exit_reason=reason,
-            holding_seconds=max(0.0, (ts - position.opened_ts) / 1000), leverage=position.leverage,
+            entry_ts=position.opened_ts,
+            exit_ts=ts,
+            gross_pnl=position.realised,
+            fees=position.fees,
+            funding=position.funding,
+            net_pnl=net,
+            r_multiple=net / risk if risk > 0 else None,
+            exit_reason=reason,
+            holding_seconds=max(0.0, (ts - position.opened_ts) / 1000),
+            leverage=position.leverage,
         )
 
     def harvest(self, intent: HarvestIntent) -> tuple[list[ExecutionReport], list[TradeClosed]]:
@@ -274,18 +359,41 @@ class PaperExchange:
         if position is None or position.position_id != intent.position_id:
             order = OrderRequest(
                 client_order_id=f"qx-{intent.harvest_id.replace('-', '')[:32]}",
-                plan_id=intent.position_id, symbol=intent.symbol,
-                side="SELL" if intent.side == "LONG" else "BUY", position_side=intent.side,
-                quantity=1.0, reference_price=intent.price, leverage=1, reduce_only=True,
-                reason=intent.reason, bar_time=intent.ts,
+                plan_id=intent.position_id,
+                symbol=intent.symbol,
+                side="SELL" if intent.side == "LONG" else "BUY",
+                position_side=intent.side,
+                quantity=1.0,
+                reference_price=intent.price,
+                leverage=1,
+                reduce_only=True,
+                reason=intent.reason,
+                bar_time=intent.ts,
             )
-            return [self._report("reject", order, None, 0.0, 0.0, 0.0, intent.ts,
-                                 reason=intent.reason, code=REDUCE_ONLY_REJECTED,
-                                 message="no such open position")], []
+            return [
+                self._report(
+                    "reject",
+                    order,
+                    None,
+                    0.0,
+                    0.0,
+                    0.0,
+                    intent.ts,
+                    reason=intent.reason,
+                    code=REDUCE_ONLY_REJECTED,
+                    message="no such open position",
+                )
+            ], []
         slip = not intent.reason.startswith("take_profit")
-        report, trades = self._reduce(position, intent.fraction, intent.price, intent.ts,
-                                      intent.reason, slip=slip,
-                                      client_order_id=f"qx-{intent.harvest_id.replace('-', '')[:32]}")
+        report, trades = self._reduce(
+            position,
+            intent.fraction,
+            intent.price,
+            intent.ts,
+            intent.reason,
+            slip=slip,
+            client_order_id=f"qx-{intent.harvest_id.replace('-', '')[:32]}",
+        )
         return [report], trades
 
     def cancel_all(self, ts: int) -> list[ExecutionReport]:
@@ -293,8 +401,9 @@ class PaperExchange:
         for orders in self.pending.values():
             for pending in orders:
                 order = OrderRequest.model_validate(pending.order)
-                reports.append(self._report("cancel", order, None, 0.0, 0.0, 0.0, ts,
-                                            reason="end_of_data"))
+                reports.append(
+                    self._report("cancel", order, None, 0.0, 0.0, 0.0, ts, reason="end_of_data")
+                )
         self.pending.clear()
         return reports
 
@@ -302,8 +411,9 @@ class PaperExchange:
         """Nothing rests on a paper book: the exit-brain's harvests are the only exits."""
         return None
 
-    def on_reconcile(self, event: ReconcileEvent) -> tuple[list[ExecutionReport],
-                                                           list[TradeClosed]]:
+    def on_reconcile(
+        self, event: ReconcileEvent
+    ) -> tuple[list[ExecutionReport], list[TradeClosed]]:
         """The paper book is its own exchange: there is nothing to reconcile against."""
         return [], []
 
@@ -314,19 +424,31 @@ class PaperExchange:
     def portfolio(self) -> PortfolioState:
         views = tuple(
             PositionView(
-                position_id=p.position_id, symbol=p.symbol, side=p.side,  # type: ignore[arg-type]
-                quantity=p.quantity, entry_price=p.entry_price, mark_price=p.mark_price,
-                leverage=p.leverage, margin=p.margin, liquidation_price=self.liquidation_price(p),
-                unrealised_pnl=p.unrealised(), opened_ts=p.opened_ts,
+                position_id=p.position_id,
+                symbol=p.symbol,
+                side=p.side,
+                quantity=p.quantity,
+                entry_price=p.entry_price,
+                mark_price=p.mark_price,
+                leverage=p.leverage,
+                margin=p.margin,
+                liquidation_price=self.liquidation_price(p),
+                unrealised_pnl=p.unrealised(),
+                opened_ts=p.opened_ts,
             )
             for p in sorted(self.positions.values(), key=lambda p: p.symbol)
         )
         unrealised = sum(v.unrealised_pnl for v in views)
         return PortfolioState(
-            ts=self.clock_ms, balance=self.balance, equity=self.balance + unrealised,
-            unrealised_pnl=unrealised, realised_pnl=self.realised_pnl, fees_paid=self.fees_paid,
+            ts=self.clock_ms,
+            balance=self.balance,
+            equity=self.balance + unrealised,
+            unrealised_pnl=unrealised,
+            realised_pnl=self.realised_pnl,
+            fees_paid=self.fees_paid,
             funding_paid=self.funding_paid,
             gross_exposure=sum(abs(p.notional) for p in self.positions.values()),
             net_exposure=sum(p.sign * p.notional for p in self.positions.values()),
-            positions=views, pending_orders=sum(len(v) for v in self.pending.values()),
+            positions=views,
+            pending_orders=sum(len(v) for v in self.pending.values()),
         )

@@ -55,14 +55,22 @@ class TrackedPosition:
     def from_fill(cls, report: dict[str, Any]) -> TrackedPosition:
         plan = report["exit_plan"]
         return cls(
-            position_id=report["position_id"], symbol=report["symbol"],
-            side=report["position_side"], entry_price=report["price"], entry_ts=report["ts"],
-            initial_quantity=report["quantity"], remaining=report["position_quantity"],
-            stop=plan["stop_loss"], stop_reason="stop_loss",
-            take_profits=[dict(tp) for tp in plan["take_profits"]], tp_hit=0,
+            position_id=report["position_id"],
+            symbol=report["symbol"],
+            side=report["position_side"],
+            entry_price=report["price"],
+            entry_ts=report["ts"],
+            initial_quantity=report["quantity"],
+            remaining=report["position_quantity"],
+            stop=plan["stop_loss"],
+            stop_reason="stop_loss",
+            take_profits=[dict(tp) for tp in plan["take_profits"]],
+            tp_hit=0,
             break_even_after_first_tp=plan["break_even_after_first_tp"],
-            trailing_atr_multiple=plan.get("trailing_atr_multiple"), trailing_armed=False,
-            best_price=report["price"], atr=plan.get("atr", 0.0),
+            trailing_atr_multiple=plan.get("trailing_atr_multiple"),
+            trailing_armed=False,
+            best_price=report["price"],
+            atr=plan.get("atr", 0.0),
             time_stop_seconds=plan.get("time_stop_seconds"),
             liquidation_price=report.get("liquidation_price", 0.0),
             liquidation_buffer_pct=plan.get("liquidation_buffer_pct", 0.01),
@@ -80,7 +88,9 @@ class TrackedPosition:
         """``price`` is at or past ``level`` in the position's favour."""
         return (price - level) * self.sign >= 0
 
-    def evaluate(self, ts: int, open_: float, high: float, low: float, close: float) -> list[ExitOrder]:
+    def evaluate(
+        self, ts: int, open_: float, high: float, low: float, close: float
+    ) -> list[ExitOrder]:
         if self.closing or self.remaining <= 0:
             return []
         favourable, adverse = (high, low) if self.side == "LONG" else (low, high)
@@ -102,18 +112,25 @@ class TrackedPosition:
                 if self.break_even_after_first_tp:
                     self.stop = self._tighter(self.stop, self.entry_price)
                     self.stop_reason = "break_even_stop"
-                self.trailing_armed = (self.trailing_atr_multiple is not None
-                                       or self.trailing_callback_pct is not None)
+                self.trailing_armed = (
+                    self.trailing_atr_multiple is not None or self.trailing_callback_pct is not None
+                )
             if self.remaining <= self.initial_quantity * 1e-9:
                 self.closing = True
                 return orders
-        self.best_price = max(self.best_price, favourable) if self.side == "LONG" else min(
-            self.best_price, favourable)
+        self.best_price = (
+            max(self.best_price, favourable)
+            if self.side == "LONG"
+            else min(self.best_price, favourable)
+        )
         trail = self._trail()
         if trail is not None and self._tighter(self.stop, trail) != self.stop:
             self.stop = trail
             self.stop_reason = "trailing_stop"
-        if self.time_stop_seconds is not None and ts - self.entry_ts >= self.time_stop_seconds * 1000:
+        if (
+            self.time_stop_seconds is not None
+            and ts - self.entry_ts >= self.time_stop_seconds * 1000
+        ):
             return orders + self._close_all(close, "time_stop")
         if self.liquidation_price > 0:
             distance = (close - self.liquidation_price) * self.sign / close
@@ -133,7 +150,7 @@ class TrackedPosition:
 
     def protective_levels(self) -> tuple[float, float | None]:
         """The stop and the furthest take-profit still ahead: what rests on the exchange."""
-        ahead = self.take_profits[self.tp_hit:]
+        ahead = self.take_profits[self.tp_hit :]
         return self.stop, (ahead[-1]["price"] if ahead else None)
 
     def _tighter(self, current: float, candidate: float) -> float:

@@ -589,8 +589,9 @@ def _rest_kline(symbol: str, interval: str, row: object) -> RawKline | None:
     if not isinstance(row, list) or len(row) < 7:
         return None
     try:
-        return RawKline(t=row[0], T=row[6], s=symbol, i=interval, o=row[1], h=row[2],
-                        l=row[3], c=row[4], v=row[5], x=True)
+        return RawKline.model_validate({"t": row[0], "T": row[6], "s": symbol, "i": interval,
+                                        "o": row[1], "h": row[2], "l": row[3], "c": row[4],
+                                        "v": row[5], "x": True})
     except ValidationError:
         return None
 

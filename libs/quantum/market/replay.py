@@ -58,7 +58,7 @@ def kline_event(
         low=bar[2],
         close=bar[3],
         volume=bar[4],
-        source=origin,  # type: ignore[arg-type]
+        source=origin,
     )
     return new_envelope(
         payload, ts=close_time, source=source, key=f"{symbol}:{interval}:{open_time}"
@@ -83,7 +83,7 @@ def tick_event(
         close=bar[3],
         mark_price=mark_price,
         funding_rate=funding_rate,
-        source=origin,  # type: ignore[arg-type]
+        source=origin,
     )
     return new_envelope(payload, ts=ts, source=source, key=f"{symbol}:{ts}")
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
 _SECRET_MARKERS = ("secret", "api_key", "password", "token")
 
 
-def _redact(_: object, __: str, event_dict: dict[str, object]) -> dict[str, object]:
+def _redact(_: object, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if any(marker in key.lower() for marker in _SECRET_MARKERS):
             event_dict[key] = "***"

@@ -168,7 +168,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         name="exit-brain",
         module="services.exit_brain",
         settings="services.exit_brain.config:Settings",
-        description="Watches open positions; emits reduce-only exits (SL, TP ladder, trailing, time)",
+        description="Follows open positions; emits reduce-only exits (SL, TP ladder, trailing)",
         consumes=(s.MARKET_TICK, s.EXECUTION_RESULT, s.RISK_EVENTS),
         produces=(s.HARVEST_INTENT,),
         state_keys=(EXIT_BRAIN_KEY,),
@@ -178,7 +178,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         name="journal",
         module="services.journal",
         settings="services.journal.config:Settings",
-        description="Writes the SQL trade journal (signals, risk, orders, fills, trades, snapshots)",
+        description="Writes the SQL trade journal (signals, risk, orders, fills, trades)",
         consumes=(s.AI_SIGNAL, s.AI_DECISION, s.RISK_DECISION, s.RISK_EVENTS, s.APPLY_RESULT,
                   s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE, s.LEARNING_EVENTS),
         state_keys=(JOURNAL_KEY,),
@@ -254,7 +254,8 @@ def service(name: str) -> ServiceSpec:
     try:
         return BY_NAME[name]
     except KeyError:
-        raise KeyError(f"unknown service {name!r}; the registry has: {', '.join(BY_NAME)}") from None
+        known = ", ".join(BY_NAME)
+        raise KeyError(f"unknown service {name!r}; the registry has: {known}") from None
 
 
 def producers() -> dict[str, str]:
@@ -263,7 +264,9 @@ def producers() -> dict[str, str]:
     for spec in SERVICES:
         for stream in spec.produces:
             if stream.name in out:
-                raise ValueError(f"stream {stream.name} has two producers: {out[stream.name]}, {spec.name}")
+                raise ValueError(
+                    f"stream {stream.name} has two producers: {out[stream.name]}, {spec.name}"
+                )
             out[stream.name] = spec.name
     return out
 

@@ -121,7 +121,9 @@ def build(
     trades = payloads(client, TRADE_CLOSED.key)
     states = payloads(client, PORTFOLIO_STATE.key)
     raw = client.get("quantum:state:portfolio")
-    final = orjson.loads(raw) if raw else {"balance": initial_balance, "positions": []}
+    final: dict[str, Any] = (
+        orjson.loads(raw) if raw else {"balance": initial_balance, "positions": []}
+    )
     net = [t["net_pnl"] for t in trades]
     wins = sum(1 for x in net if x > 0)
     times = [s["ts"] for s in states]

@@ -69,8 +69,8 @@ def exchange_info_entry(symbol: str, tick: str, step: str, notional: str) -> dic
     return {
         "symbol": symbol, "pair": symbol, "contractType": "PERPETUAL", "status": "TRADING",
         "baseAsset": symbol.removesuffix("USDT"), "quoteAsset": "USDT", "marginAsset": "USDT",
-        "pricePrecision": max(0, -Decimal(tick).normalize().as_tuple().exponent),
-        "quantityPrecision": max(0, -Decimal(step).normalize().as_tuple().exponent),
+        "pricePrecision": _decimals(tick),
+        "quantityPrecision": _decimals(step),
         "orderTypes": ["LIMIT", "MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET"],
         "filters": [
             {"filterType": "PRICE_FILTER", "tickSize": tick, "minPrice": tick,
@@ -774,3 +774,9 @@ def _error(status: int, code: int, message: str, headers: dict[str, str],
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def _decimals(increment: str) -> int:
+    """Decimal places of a tick or step size such as ``"0.001"`` (3)."""
+    exponent = Decimal(increment).normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
