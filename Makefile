@@ -41,6 +41,7 @@ lint: install
 ## Rewrite the files generated from the fleet registry (units, env examples, docs).
 generate: install
 	$(PY) -m quantum.registry.generate
+	$(PY) -m quantum.dashboard.provisioning
 
 clean:
 	rm -rf $(VENV) reports var .pytest_cache .ruff_cache .mypy_cache
