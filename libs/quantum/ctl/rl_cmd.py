@@ -102,10 +102,11 @@ def evaluate_command(
 
     environment = EnvironmentConfig(min_multiplier=policy.min_multiplier,
                                     max_multiplier=policy.max_multiplier)
+    with_policy = run_sizing(table, environment, policy.action)
+    fixed = run_sizing(table, environment, fixed_action(environment))
     report = {
         "version": policy.version, "trained_to": manifest.get("data_to"),
-        "policy": run_sizing(table, environment, policy.action),
-        "fixed": run_sizing(table, environment, fixed_action(environment)),
+        "policy": with_policy, "fixed": fixed,
+        "return_difference": with_policy["return"] - fixed["return"],
     }
-    report["return_difference"] = report["policy"]["return"] - report["fixed"]["return"]
     typer.echo(jsonlib.dumps(report, indent=1))
