@@ -96,6 +96,6 @@ class ApplyLayer(ServiceBase):
         order = entry_order(plan)
         out.emit(APPLY_RESULT, new_envelope(order, ts=event.ts, source=NAME, cause=event))
         self.applied.add(plan.plan_id)
-        out.command("zadd", APPLY_KEY, {plan.plan_id: plan.bar_time})
-        out.command("zremrangebyrank", APPLY_KEY, 0, -KEEP_PLAN_IDS - 1)
+        out.command("ZADD", APPLY_KEY, plan.bar_time, plan.plan_id)
+        out.command("ZREMRANGEBYRANK", APPLY_KEY, 0, -KEEP_PLAN_IDS - 1)
         ORDERS.labels(order.side).inc()

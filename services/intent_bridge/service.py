@@ -140,5 +140,5 @@ class IntentBridge(ServiceBase):
             suggested = counterfactual.quantity if counterfactual is not None else None
         entry = record(decision, plan, intent, stop_distance=stop_distance,
                        equity=float(portfolio["equity"]), quantity_suggested=suggested)
-        out.command("set", RECORD_PREFIX + plan.plan_id, orjson.dumps(entry), ex=RECORD_TTL_S)
+        out.command("SET", RECORD_PREFIX + plan.plan_id, orjson.dumps(entry), "EX", RECORD_TTL_S)
         out.put_state(STATUS_KEY, self.agent.status(decision.mode, ts))

@@ -208,3 +208,18 @@ def test_heartbeat_key_has_a_ttl(r: redis.Redis) -> None:
     beat = orjson.loads(r.get("quantum:heartbeat:doubler"))
     assert beat["service"] == "doubler" and beat["pid"] == os.getpid()
     assert 0 < r.ttl("quantum:heartbeat:doubler") <= 7
+
+
+def test_commit_transaction_is_all_or_nothing_and_errors_raise(r: redis.Redis) -> None:
+    from quantum.bus.runner import transaction
+
+    assert transaction(r, [("SET", "a", "1"), ("XADD", "s", "*", "f", "v")])[0] in (b"OK", "OK")
+    # A command Redis refuses while queueing (wrong arity) aborts the whole transaction.
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        transaction(r, [("SET", "b", "1"), ("SET", "c")])
+    assert not r.exists("b")
+    # An error at EXEC time (INCR on text) raises too; the connection stays usable.
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        transaction(r, [("SET", "d", "x"), ("INCR", "d")])
+    assert r.ping()
+    assert transaction(r, [("INCR", "n"), ("INCR", "n")]) == [1, 2]

@@ -103,8 +103,8 @@ def size_with(r: redis.Redis, bridge: IntentBridge, event: Any) -> tuple[Any, Ou
 
 
 def commit(r: redis.Redis, out: Outbox) -> None:
-    for name, args, kwargs in out.commands:
-        getattr(r, name)(*args, **kwargs)
+    for command in out.commands:
+        r.execute_command(*command)
     for key, value in out.state.items():
         r.set(key, value)
     for spec, envelope in out.events:
