@@ -177,7 +177,9 @@ def transaction(
     in order. Any error (a command refused when queued, EXECABORT, an error inside EXEC, an I/O
     error) raises, and a connection that failed mid-exchange is dropped rather than reused.
     """
-    packed = b"".join(hiredis.pack_command(c) for c in (("MULTI",), *commands, ("EXEC",)))
+    # hiredis' stub types the argument as a 1-tuple; any length is accepted.
+    parts = (("MULTI",), *commands, ("EXEC",))
+    packed = b"".join(hiredis.pack_command(c) for c in parts)  # type: ignore[arg-type]
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
