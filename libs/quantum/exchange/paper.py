@@ -187,36 +187,15 @@ class PaperExchange:
         notional = order.quantity * price
         fee = notional * self.taker_fee
         free = self.equity() - self.used_margin()
+        refusal = None
         if notional / order.leverage + fee > free:
-            return [
-                self._report(
-                    "reject",
-                    order,
-                    None,
-                    0.0,
-                    0.0,
-                    0.0,
-                    tick.ts,
-                    reason="entry",
-                    code=MARGIN_INSUFFICIENT,
-                    message="Margin is insufficient.",
-                )
-            ]
-        if order.symbol in self.positions:
-            return [
-                self._report(
-                    "reject",
-                    order,
-                    None,
-                    0.0,
-                    0.0,
-                    0.0,
-                    tick.ts,
-                    reason="entry",
-                    code=REDUCE_ONLY_REJECTED,
-                    message="position already open",
-                )
-            ]
+            refusal = (MARGIN_INSUFFICIENT, "Margin is insufficient.")
+        elif order.symbol in self.positions:
+            refusal = (REDUCE_ONLY_REJECTED, "position already open")
+        if refusal is not None:
+            code, message = refusal
+            return [self._report("reject", order, None, 0.0, 0.0, 0.0, tick.ts, reason="entry",
+                                 code=code, message=message)]
         plan: ExitPlan | None = order.exit_plan
         stop_distance = abs(order.reference_price - plan.stop_loss) if plan else 0.0
         position = Position(
