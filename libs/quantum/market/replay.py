@@ -171,7 +171,6 @@ class ReplaySource:
 class ReplayStats:
     steps: int = 0
     klines: int = 0
-    barrier_waits: int = 0
     barrier_seconds: float = 0.0
     publish_seconds: float = 0.0
 
@@ -224,7 +223,6 @@ def drive(
         pipe.execute()
         stats.publish_seconds += time.perf_counter() - started
         barrier.wait(barrier_timeout)
-        stats.barrier_waits += 1
         stats.steps += 1
         stats.klines += len(step.klines)
         progress_state = {

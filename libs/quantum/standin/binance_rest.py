@@ -35,7 +35,6 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -47,6 +46,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from quantum.exchange.filters import SymbolFilters, text
+from quantum.standin._loop import call_in_loop
 from quantum.standin.binance_ws import _loopback_socket, binance_error
 
 log = structlog.get_logger(component="binance-trading-standin")
@@ -278,18 +278,7 @@ class FuturesVenue:
             await self._runner.cleanup()
 
     def _call(self, make: Callable[[], Awaitable[T]]) -> T:
-        if self._loop is None:
-            raise RuntimeError("the venue is not running: use it as a context manager")
-
-        async def wrapped() -> T:
-            return await make()
-
-        future = asyncio.run_coroutine_threadsafe(wrapped(), self._loop)
-        try:
-            return future.result(self.timeout)
-        except FutureTimeoutError:
-            future.cancel()
-            raise TimeoutError(f"the venue did not answer within {self.timeout} s") from None
+        return call_in_loop(self._loop, make, self.timeout, "venue")
 
     def _do(self, action: Callable[[Account], T]) -> T:
         async def run() -> T:

@@ -39,7 +39,6 @@ import collections
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -56,6 +55,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from quantum.replay.data import INTERVAL_MS, SymbolData, load_symbol, mark_at
+from quantum.standin._loop import call_in_loop
 
 log = structlog.get_logger(component="binance-standin")
 
@@ -579,18 +579,7 @@ class BinanceStandIn:
         return await handler(request)
 
     def _call(self, make: Callable[[], Awaitable[T]]) -> T:
-        if self._loop is None:
-            raise RuntimeError("the stand-in is not running: use it as a context manager")
-
-        async def wrapped() -> T:
-            return await make()
-
-        future = asyncio.run_coroutine_threadsafe(wrapped(), self._loop)
-        try:
-            return future.result(self.timeout)
-        except FutureTimeoutError:
-            future.cancel()
-            raise TimeoutError(f"the stand-in did not answer within {self.timeout} s") from None
+        return call_in_loop(self._loop, make, self.timeout, "stand-in")
 
     # --- control --------------------------------------------------------------------------
 
