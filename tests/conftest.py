@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from quantum import localredis
+from quantum.risk import fleetstate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -39,9 +40,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    """A client on a freshly flushed database."""
+    """A client on a freshly flushed database, initialised as a new fleet (epoch, clear ESS)
+    as ``quantumctl init`` leaves it; tests of a never-initialised Redis flush it again."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
+    fleetstate.initialise(client, "pytest")
     yield client
     client.close()
 

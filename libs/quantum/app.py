@@ -2,30 +2,71 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+import structlog
 
 from quantum.bus.runner import Runner, RunnerConfig, Service, Subscription
 from quantum.config import ConfigError, FleetSettings, load
 from quantum.contracts.events import EVENT_TYPES
 from quantum.observability import logging as qlog
 from quantum.observability import metrics
-from quantum.registry.fleet import ServiceSpec, all_setting_keys, service
+from quantum.observability.systemd import Notifier
+from quantum.registry.fleet import FLEET_KEY, ServiceSpec, all_setting_keys, service, version_key
 
 S = TypeVar("S", bound=FleetSettings)
 COMMIT_CHANNEL = "quantum:replay:commits"  # replay only: wakes the barrier after each commit
 
 
-def connect(url: str) -> redis.Redis:
-    """A Redis client that has answered a PING; a clear error names the URL if not."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, health_check_interval=30)
+# Longest a command may take before the client gives up and the runner treats the bus as
+# unreachable (a ``CLIENT PAUSE``, a hung server): above the longest ``XREADGROUP BLOCK``.
+SOCKET_TIMEOUT_S = 65.0
+
+
+def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis:
+    """A Redis client for ``url``. A URL that cannot be parsed is a configuration error
+    (exit 78, the key named); an unreachable server is not: callers wait for it
+    (:func:`wait_for_redis`, the runner's reconnect), since a Redis that restarts must not
+    take the fleet down with it."""
     try:
-        client.ping()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise ConfigError(f"cannot reach Redis at {url}: {e}") from None
-    return client
+        return redis.Redis.from_url(
+            url, socket_connect_timeout=3, socket_timeout=socket_timeout,
+            health_check_interval=30,
+        )
+    except ValueError as e:
+        raise ConfigError(f"bad setting QT_REDIS_URL: {e} (got {_redact_url(url)!r})") from None
+
+
+def wait_for_redis(client: redis.Redis, name: str, stop: Callable[[], bool] = lambda: False,
+                   max_delay_s: float = 5.0) -> bool:
+    """PING until Redis answers, with bounded back-off, feeding the systemd watchdog and
+    logging ``redis_unreachable`` once. Returns False if ``stop()`` became true first."""
+    log = structlog.get_logger(service=name)
+    notifier = Notifier()
+    delay, said = 0.1, False
+    while not stop():
+        try:
+            client.ping()
+            if said:
+                log.warning("redis_reachable_again")
+            metrics.REDIS_REACHABLE.labels(name).set(1)
+            return True
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            if not said:
+                said = True
+                metrics.REDIS_REACHABLE.labels(name).set(0)
+                notifier.status("redis_unreachable")
+                log.error("redis_unreachable", error=repr(e))
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not stop():
+            notifier.watchdog()
+            time.sleep(0.1)
+        delay = min(delay * 2, max_delay_s)
+    return False
 
 
 def subscription(spec: ServiceSpec) -> Subscription:
@@ -34,6 +75,8 @@ def subscription(spec: ServiceSpec) -> Subscription:
         group=spec.group,
         consumes=spec.consumes,
         produces=frozenset(stream.name for stream in spec.produces),
+        version_key=version_key(spec),
+        fleet_key=FLEET_KEY,
     )
 
 
@@ -69,6 +112,10 @@ def run_service(
     log = qlog.configure(name, settings.log_level)
     client = connect(settings.redis_url)
     metrics.serve(spec.port if settings.metrics_port == -1 else settings.metrics_port)
+    stopping: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    if not wait_for_redis(client, name, lambda: bool(stopping)):
+        return
     runner = build_runner(name, settings, client, build(settings, client))
     runner.install_signal_handlers()
     log.info("starting", redis=_redact_url(settings.redis_url))

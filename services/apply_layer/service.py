@@ -3,7 +3,15 @@
 An approved plan becomes an order only when (1) the approval is fresh, (2) the
 risk-governor is alive (its heartbeat key exists), (3) the emergency stop is clear and
 trading is not paused, and (4) the plan was not applied before. Anything else is refused
-and counted: fail closed. Exits never pass here (the exit-brain's reduce-only harvests go
+and counted: fail closed.
+
+The duplicate guard is durable and bounded by time: applied plan ids live in a sorted set
+scored by their bar time, written by the commit as a guard (:meth:`Outbox.guard`), which
+Redis refuses if the id is already there — so two instances of this group, or a paused one
+whose entry a peer reclaimed, can never both release an order for one plan. Ids are kept
+for :data:`GUARD_FRESHNESS_MULTIPLE` times the approval freshness bound (at least a day):
+an approval older than the bound is refused as stale anyway, so an id pruned after that can
+never be applied again. Exits never pass here (the exit-brain's reduce-only harvests go
 straight to execution), so they are never blocked.
 """
 
@@ -26,7 +34,9 @@ from quantum.risk import ess
 from services.apply_layer.config import Settings
 
 NAME = "apply-layer"
-KEEP_PLAN_IDS = 50_000
+GUARD_FRESHNESS_MULTIPLE = 10
+MIN_GUARD_MS = 86_400_000
+FUTURE_SKEW_MS = 60_000  # a plan's bar may be this far ahead of the clock (skew), no more
 log = structlog.get_logger(service=NAME)
 
 ORDERS = Counter("quantum_apply_orders_total", "Entry orders released", ["side"])
@@ -62,18 +72,24 @@ class ApplyLayer(ServiceBase):
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.client = client
         self.max_age_ms = settings.approval_max_age_seconds * 1000
+        self.keep_ms = max(GUARD_FRESHNESS_MULTIPLE * self.max_age_ms, MIN_GUARD_MS)
         self.event_clock = settings.clock == "event"
-        self.applied: set[str] = set()
+        self.applied: dict[str, int] = {}  # plan id -> bar time, as in the durable guard
         self.latest_event_ms = 0
 
     def restore(self, client: redis.Redis) -> None:
-        self.applied = {m.decode() for m in client.zrange(APPLY_KEY, 0, -1)}
+        self.applied = {
+            member.decode(): int(score)
+            for member, score in client.zrange(APPLY_KEY, 0, -1, withscores=True)
+        }
 
     def refusal(self, decision: RiskDecision, now_ms: int) -> str | None:
         if decision.plan_id in self.applied:
             return "duplicate_plan"
         if now_ms - decision.plan.bar_time > self.max_age_ms:
             return "stale_approval"
+        if decision.plan.bar_time - now_ms > FUTURE_SKEW_MS:
+            return "approval_from_future"  # a bar that has not happened is never "fresh"
         if not self.client.exists(heartbeat_key("risk-governor")):
             return "governor_down"
         return ess.status(self.client).block_reason
@@ -95,7 +111,9 @@ class ApplyLayer(ServiceBase):
         plan = decision.plan
         order = entry_order(plan)
         out.emit(APPLY_RESULT, new_envelope(order, ts=event.ts, source=NAME, cause=event))
-        self.applied.add(plan.plan_id)
-        out.command("ZADD", APPLY_KEY, plan.bar_time, plan.plan_id)
-        out.command("ZREMRANGEBYRANK", APPLY_KEY, 0, -KEEP_PLAN_IDS - 1)
+        out.guard(APPLY_KEY, plan.plan_id, plan.bar_time, self.keep_ms)
+        self.applied[plan.plan_id] = plan.bar_time
+        horizon = plan.bar_time - self.keep_ms
+        if len(self.applied) % 1000 == 0:  # the guard prunes itself; so does this mirror
+            self.applied = {k: v for k, v in self.applied.items() if v >= horizon}
         ORDERS.labels(order.side).inc()

@@ -29,6 +29,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.history import handled_entries
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
     Kline,
@@ -88,31 +89,15 @@ class Clm(ServiceBase):
 
     def _warm_up(self, client: redis.Redis) -> None:
         """Rebuild feature state from the bars this group already acknowledged."""
-        from quantum.bus.envelope import InvalidEvent, decode
         from quantum.contracts.events import EVENT_TYPES
 
         self.features.clear()
         self.last_open.clear()
         self.windows = ReturnWindows()
-        try:
-            groups = client.xinfo_groups(MARKET_KLINES.key)
-        except redis.ResponseError:
-            return
-        delivered = next((_text(g["last-delivered-id"]) for g in groups
-                          if _text(g["name"]) == NAME), "0-0")
-        if delivered == "0-0":
-            return
-        pending = {_text(p["message_id"]) for p in client.xpending_range(
-            MARKET_KLINES.key, NAME, min="-", max="+", count=10_000)}
-        entries = client.xrevrange(MARKET_KLINES.key, max=delivered,
-                                   count=(WARMUP_BARS + 100) * 20)
-        for entry_id, fields in reversed(entries or []):
-            if entry_id is None or fields is None or _text(entry_id) in pending:
-                continue
-            try:
-                self._bar(decode(fields, EVENT_TYPES).payload, None)
-            except InvalidEvent:
-                continue
+        for event in handled_entries(client, MARKET_KLINES.key, NAME, EVENT_TYPES,
+                                     (WARMUP_BARS + 100) * 20):
+            if isinstance(event.payload, Kline):
+                self._bar(event.payload, None)
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         if isinstance(event.payload, Kline):

@@ -5,4 +5,4 @@ from services.execution.config import Settings
 from services.execution.service import NAME, Execution
 
 if __name__ == "__main__":
-    run_service(NAME, Settings, lambda settings, client: Execution(settings))
+    run_service(NAME, Settings, lambda settings, client: Execution(settings, client))

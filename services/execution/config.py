@@ -20,6 +20,11 @@ class Settings(BinanceAccessSettings):
     binance_poll_interval_s: REST polling of open orders while the user stream is healthy.
     binance_weight_limit: request weight per minute of the account.
     protective_orders: keep reduce-only stop and take-profit orders on the exchange.
+    approval_max_age_seconds: an entry order whose approval (its plan's bar time) is older
+        than this is refused; the same key and bound as the apply-layer's.
+    book_record_dir: where the paper book keeps its durable local record (rebuilt from it
+        when the state key is lost); empty: ``$STATE_DIRECTORY/execution`` under systemd,
+        else ``var/state``. Not used on the event clock (replays start from a fresh book).
     """
 
     initial_balance: float = Field(10_000.0, gt=0)
@@ -31,3 +36,5 @@ class Settings(BinanceAccessSettings):
     binance_poll_interval_s: float = Field(5.0, gt=0)
     binance_weight_limit: int = Field(2400, ge=1)
     protective_orders: bool = True
+    approval_max_age_seconds: int = Field(600, ge=1)
+    book_record_dir: str = ""

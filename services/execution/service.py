@@ -11,20 +11,43 @@ The venue is chosen by name (``QT_EXCHANGE``): the paper exchange settles in eve
 inside the handlers; Binance futures only records intents in the handlers (committed
 before anything is sent) and talks to the exchange from the idle hook
 (:mod:`quantum.exchange.live`).
+
+**The last gate before the exchange.** An entry order (not reduce-only) that is not a
+duplicate is refused, and reported as a reject on ``execution.result`` with the refusal in
+``reason`` (``code`` None), when: the book is not rebuilt yet after state loss
+(``book_not_rebuilt``); its plan is malformed (``malformed_plan``: no exit plan, sides
+that disagree, a stop or take-profit on the wrong side of the price); its approval is older
+than ``approval_max_age_seconds`` (``stale_approval``; the event clock in a replay, the
+wall clock live, as the apply-layer measures it); or the emergency stop blocks new risk
+(``ess_tripped``, ``trading_paused``, or ``state_unknown`` when its key cannot be read).
+The ESS costs one ``GET`` per entry order. Exits (reduce-only harvests) are never gated.
+
+**State loss.** When the state key is missing at start, the book is rebuilt before any
+order is accepted, and a ``book`` report says where it came from: the live venue from
+Binance (``rebuilt_from_venue``); the paper venue from its durable local record
+(``rebuilt_from_local_record``, :mod:`quantum.exchange.record`), written after each commit
+that changed the book; ``fresh`` on a first start (no record and no trace of an earlier
+run in Redis) and in replays; ``state_lost`` when there is a trace of an earlier run but no
+record: the book starts fresh and the ESS is tripped with reason ``state_lost``, so no
+entry passes until an operator has looked.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
+import structlog
 from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, new_envelope
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
+    BookSummary,
     EndOfData,
     ExecutionReport,
     ExitLevels,
@@ -39,8 +62,10 @@ from quantum.exchange.base import Venue
 from quantum.exchange.binance import BinanceFutures
 from quantum.exchange.live import LiveConfig, LiveExchange
 from quantum.exchange.paper import PaperExchange
+from quantum.exchange.record import BookRecord
 from quantum.exchange.weights import WeightBudget
 from quantum.registry.fleet import EXECUTION_KEY, PORTFOLIO_KEY
+from quantum.risk import ess
 from services.execution.config import Settings
 
 NAME = "execution"
@@ -52,6 +77,41 @@ TRADES = Counter("quantum_execution_trades_closed_total", "Trades closed", ["rea
 EQUITY = Gauge("quantum_portfolio_equity", "Equity in USDT")
 BALANCE = Gauge("quantum_portfolio_balance", "Wallet balance in USDT")
 OPEN_POSITIONS = Gauge("quantum_portfolio_open_positions", "Open positions")
+REFUSED = Counter("quantum_execution_entries_refused_total",
+                  "Entry orders refused by execution's last gate", ["reason"])
+BOOKS = Counter("quantum_execution_books_total", "Books started without a state key",
+                ["source"])
+log = structlog.get_logger(service=NAME)
+# Client order ids are kept at least this long, and at least twice the freshness bound: a
+# copy of an order arriving later than that is refused as stale before the book sees it.
+MIN_ORDER_RETENTION_MS = 3_600_000
+
+
+def plan_problem(order: OrderRequest) -> str | None:
+    """What makes an entry order's plan unusable, or None."""
+    expected = "LONG" if order.side == "BUY" else "SHORT"
+    if order.position_side != expected:
+        return f"a {order.side} entry cannot open a {order.position_side} position"
+    plan = order.exit_plan
+    if plan is None:
+        return "an entry without an exit plan (no stop loss)"
+    sign = 1.0 if order.position_side == "LONG" else -1.0
+    if sign * (order.reference_price - plan.stop_loss) <= 0:
+        return (f"stop loss {plan.stop_loss:g} is on the wrong side of the price "
+                f"{order.reference_price:g} for a {order.position_side}")
+    for level in plan.take_profits:
+        if sign * (level.price - order.reference_price) <= 0:
+            return (f"take-profit {level.price:g} is on the wrong side of the price "
+                    f"{order.reference_price:g} for a {order.position_side}")
+    if sum(level.fraction for level in plan.take_profits) > 1.0 + 1e-9:
+        return "take-profit fractions add up to more than the position"
+    return None
+
+
+def default_record_dir() -> Path:
+    """``$STATE_DIRECTORY/execution`` under systemd (``StateDirectory=``), else ``var/state``."""
+    state_directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state_directory) / "execution" if state_directory else Path("var/state")
 
 
 def binance_adapter(settings: Settings) -> BinanceFutures:
@@ -68,11 +128,24 @@ def binance_adapter(settings: Settings) -> BinanceFutures:
 class Execution(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
+        self.client = client
+        self.max_age_ms = settings.approval_max_age_seconds * 1000
+        self.retention_ms = max(2 * self.max_age_ms, MIN_ORDER_RETENTION_MS)
+        self.event_clock = settings.clock == "event"
+        self.latest_event_ms = 0
+        self.record: BookRecord | None = None
+        if settings.exchange == "paper" and not self.event_clock:
+            directory = (Path(settings.book_record_dir) if settings.book_record_dir
+                         else default_record_dir())
+            self.record = BookRecord(directory, settings.redis_url)
         self.venue: Venue = self._fresh()
         self._state_dirty = True
         self._sequence = 0
+        self._book_changed = False  # the paper book changed since the last record
+        self._record_due: dict[str, Any] | None = None  # put in the outbox, not yet on disk
+        self._book_report: BookSummary | None = None  # to announce on execution.result
 
     def _fresh(self) -> Venue:
         s = self.settings
@@ -83,23 +156,101 @@ class Execution(ServiceBase):
                 maintenance_margin_rate=s.maintenance_margin_rate,
                 ws_url=s.binance_ws_url or (TESTNET_WS if s.binance_testnet else MAINNET_WS),
                 protective_orders=s.protective_orders,
+                recv_window_ms=s.binance_recv_window_ms,
+                intent_retention_ms=self.retention_ms,
             ))
         return PaperExchange(initial_balance=s.initial_balance, taker_fee=s.taker_fee,
                              slippage_bps=s.slippage_bps,
-                             maintenance_margin_rate=s.maintenance_margin_rate)
+                             maintenance_margin_rate=s.maintenance_margin_rate,
+                             order_retention_ms=self.retention_ms)
+
+    # --- state ----------------------------------------------------------------------------
 
     def restore(self, client: redis.Redis) -> None:
         raw = client.get(EXECUTION_KEY)
+        self._book_changed, self._record_due = False, None
+        self._state_dirty = raw is None  # publish the initial portfolio on a fresh start
         if isinstance(self.venue, LiveExchange):
             # Keep the adapter, its clock offset and user stream; reload the book.
             self.venue.restore(orjson.loads(raw) if raw else None)
-        else:
-            self.venue = PaperExchange.from_snapshot(orjson.loads(raw)) if raw else self._fresh()
-        self._state_dirty = raw is None  # publish the initial portfolio on a fresh start
+            if raw is None:  # rebuilt from Binance in the idle hook, before anything is sent
+                self.venue.rebuild_pending = True
+                log.warning("no execution state: the book is rebuilt from the exchange")
+            return
+        if raw is not None:
+            snapshot = orjson.loads(raw)
+            self.venue = self._paper(snapshot)
+            if self.record is not None:
+                self._record_due = snapshot  # committed by definition: refresh the record
+            return
+        self.venue, summary = self._paper_without_state(client)
+        self._book_report = summary
+        self._book_changed = True  # a first record, so a later loss is not a first start
+        BOOKS.labels(summary.source).inc()
+
+    def _paper(self, snapshot: dict[str, Any]) -> PaperExchange:
+        venue = PaperExchange.from_snapshot(snapshot)
+        venue.order_retention_ms = self.retention_ms
+        return venue
+
+    def _paper_without_state(self, client: redis.Redis) -> tuple[PaperExchange, BookSummary]:
+        """The paper book when Redis has none: the local record, else fresh or lost."""
+        loaded = self.record.load() if self.record is not None else None
+        if loaded is not None and loaded.book is not None:
+            venue = self._paper(loaded.book)
+            log.warning("no execution state: book rebuilt from the local record",
+                        record=str(self.record.path if self.record else ""))
+            return venue, self._summary(venue, "rebuilt_from_local_record",
+                                        f"record saved at {loaded.saved_at}")
+        venue = PaperExchange(initial_balance=self.settings.initial_balance,
+                              taker_fee=self.settings.taker_fee,
+                              slippage_bps=self.settings.slippage_bps,
+                              maintenance_margin_rate=self.settings.maintenance_margin_rate,
+                              order_retention_ms=self.retention_ms)
+        trace = None if self.event_clock else self._earlier_run(client, loaded)
+        if trace is None:
+            return venue, self._summary(venue, "fresh", "first start")
+        log.error("execution state lost and no local record: emergency stop tripped",
+                  trace=trace)
+        ess.trip(client, "state_lost", by=NAME, evaluator="state",
+                 at=int(time.time() * 1000))
+        return venue, self._summary(venue, "state_lost", trace)
+
+    def _earlier_run(self, client: redis.Redis, loaded: Any) -> str | None:
+        """Why this is not a first start, or None when nothing says so."""
+        if loaded is not None and loaded.existed:
+            return loaded.problem or "the local record is empty"
+        if client.exists(PORTFOLIO_KEY):
+            return "the portfolio key exists without the execution state"
+        for stream in (EXECUTION_RESULT, TRADE_CLOSED):
+            if client.exists(stream.key) and client.xlen(stream.key):
+                return f"{stream.name} holds events of an earlier run"
+        return None
+
+    @staticmethod
+    def _summary(venue: PaperExchange, source: Any, detail: str) -> BookSummary:
+        return BookSummary(source=source, balance=venue.balance,
+                           positions=tuple(sorted(venue.positions)),
+                           open_orders=sum(len(v) for v in venue.pending.values()),
+                           detail=detail)
+
+    def after_commit(self) -> None:
+        """After each successful commit: the paper book's record, if that commit changed it."""
+        due, self._record_due = self._record_due, None
+        if due is None or self.record is None:
+            return
+        try:
+            self.record.save(due)
+        except OSError as e:  # the next change writes it again; Redis still has the book
+            log.error("cannot write the paper book record", path=str(self.record.path),
+                      error=str(e))
+            self._book_changed = True
 
     def close(self) -> None:
         if isinstance(self.venue, LiveExchange):
             self.venue.close()
+
+    # --- publishing -----------------------------------------------------------------------
 
     def _publish(self, out: Outbox, cause: Envelope[Any] | None, reports: list[ExecutionReport],
                  trades: list[TradeClosed], changed: bool) -> None:
@@ -121,13 +272,73 @@ class Execution(ServiceBase):
             out.emit(PORTFOLIO_STATE, new_envelope(portfolio, ts=portfolio.ts, source=NAME,
                                                    cause=cause, key=key))
             self._state_dirty = True
+            self._book_changed = True
+
+    def _announce_book(self, out: Outbox, cause: Envelope[Any] | None, ts: int) -> None:
+        """The ``book`` report of a book started without its state key (once)."""
+        summary = self._book_report
+        if isinstance(self.venue, LiveExchange) and self.venue.rebuilt is not None:
+            summary, self.venue.rebuilt = self.venue.rebuilt, None
+        else:
+            self._book_report = None
+        if summary is None:
+            return
+        report = ExecutionReport.book_report(summary, ts)
+        key = "book" if cause is not None else f"book:{self._next()}"
+        out.emit(EXECUTION_RESULT, new_envelope(report, ts=ts, source=NAME, cause=cause, key=key))
+        REPORTS.labels("book").inc()
+        self._state_dirty = True
 
     def _next(self) -> str:
         """A unique key for events with no cause (idle-hook reports of a live venue)."""
         self._sequence += 1
         return f"{time.time_ns()}:{self._sequence}"
 
+    # --- the last gate --------------------------------------------------------------------
+
+    def refusal(self, order: OrderRequest) -> tuple[str, str] | None:
+        """Why an entry order must not reach the exchange, as (reason, detail), or None."""
+        if isinstance(self.venue, LiveExchange) and self.venue.rebuild_pending:
+            return "book_not_rebuilt", "the book is not yet rebuilt from the exchange"
+        problem = plan_problem(order)
+        if problem is not None:
+            return "malformed_plan", problem
+        now_ms = self.latest_event_ms if self.event_clock else int(time.time() * 1000)
+        age_ms = now_ms - order.bar_time
+        if age_ms > self.max_age_ms:
+            return "stale_approval", (f"approval {age_ms / 1000:.0f} s old (bound "
+                                      f"{self.max_age_ms // 1000} s)")
+        try:
+            state = ess.status(self.client)
+        except ValueError as e:  # an unreadable ESS key is no permission to trade
+            return "state_unknown", f"emergency stop state unreadable: {e}"[:300]
+        if state.blocks_new_risk:
+            reason = state.block_reason or "ess_tripped"
+            return reason, f"emergency stop: {state.reason or state.paused_by or reason}"
+        return None
+
+    def _on_order(self, order: OrderRequest, event: Envelope[Any], out: Outbox) -> None:
+        if self.venue.knows(order.client_order_id):
+            return  # a copy of an order the book has (or refused): nothing to do
+        refused = None if order.reduce_only else self.refusal(order)
+        if refused is not None:
+            reason, detail = refused
+            REFUSED.labels(reason).inc()
+            log.warning("entry order refused", client_order_id=order.client_order_id,
+                        plan_id=order.plan_id, reason=reason, detail=detail)
+            self._publish(out, event, [self.venue.refuse(order, event.ts, reason, detail)], [],
+                          False)
+            return
+        self._publish(out, event, self.venue.submit(order, event.ts), [], False)
+        self._state_dirty = True  # the intent is committed before it is sent
+        self._book_changed = True
+
+    # --- runner hooks ---------------------------------------------------------------------
+
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
+        self.latest_event_ms = max(self.latest_event_ms, event.ts)
+        if self._book_report is not None:
+            self._announce_book(out, event, event.ts)
         payload = event.payload
         if isinstance(payload, Tick):
             reports, trades, changed = self.venue.on_tick(payload)
@@ -135,8 +346,7 @@ class Execution(ServiceBase):
             if payload.symbol in self.venue.positions:
                 self._state_dirty = True  # marked to market
         elif isinstance(payload, OrderRequest):
-            self._publish(out, event, self.venue.submit(payload, event.ts), [], False)
-            self._state_dirty = True  # the intent is committed before it is sent
+            self._on_order(payload, event, out)
         elif isinstance(payload, HarvestIntent):
             reports, trades = self.venue.harvest(payload)
             self._publish(out, event, reports, trades, isinstance(self.venue, PaperExchange))
@@ -156,16 +366,27 @@ class Execution(ServiceBase):
             return
         self._state_dirty = False
         portfolio = self.venue.portfolio()
-        out.put_state(EXECUTION_KEY, self.venue.snapshot())
+        snapshot = self.venue.snapshot()
+        out.put_state(EXECUTION_KEY, snapshot)
         out.put_state(PORTFOLIO_KEY, portfolio.model_dump(mode="json"))
+        if self._book_changed and self.record is not None:
+            self._book_changed = False
+            self._record_due = snapshot  # written once the transaction holding it commits
         EQUITY.set(portfolio.equity)
         BALANCE.set(portfolio.balance)
         OPEN_POSITIONS.set(len(portfolio.positions))
 
     def on_idle(self, out: Outbox, now: float) -> None:
+        # Whatever on_batch_end put in an outbox before this turn has been committed (a
+        # failed commit raises out of the runner's loop, a failed batch restores): the
+        # record can be written now even where the runner has no after-commit hook.
+        self.after_commit()
         reports, trades, changed = self.venue.poll(int(now * 1000))
         if reports or trades or changed:
             self._publish(out, None, reports, trades, changed)
             self._state_dirty = True
+        if not self.event_clock and (self._book_report is not None or (
+                isinstance(self.venue, LiveExchange) and self.venue.rebuilt is not None)):
+            self._announce_book(out, None, int(now * 1000))
         if self._state_dirty:
             self.on_batch_end(out)

@@ -8,6 +8,7 @@ import redis
 
 from quantum import features
 from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.history import handled_entries
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import FeatureVector, Kline
 from quantum.contracts.streams import FEATURES, MARKET_KLINES
@@ -35,29 +36,17 @@ class FeaturePublisher(ServiceBase):
 
     def restore(self, client: redis.Redis) -> None:
         """Warm up from bars this group already handled (acked) in ``market.klines``."""
-        from quantum.bus.envelope import decode
         from quantum.contracts.events import EVENT_TYPES
 
         self.states.clear()
         self.last_open_time.clear()
-        try:
-            groups = client.xinfo_groups(MARKET_KLINES.key)
-        except redis.ResponseError:
+        if self.restore_bars == 0:
             return
-        delivered = next((g["last-delivered-id"] for g in groups if _text(g["name"]) == NAME), None)
-        if delivered is None or _text(delivered) == "0-0" or self.restore_bars == 0:
-            return
-        pending = {
-            _text(p["message_id"])
-            for p in client.xpending_range(MARKET_KLINES.key, NAME, min="-", max="+", count=10_000)
-        }
-        entries = client.xrevrange(MARKET_KLINES.key, max=delivered, count=self.restore_bars * 50)
         bars: dict[str, list[Kline]] = {}
-        for entry_id, fields in reversed(entries):
-            if _text(entry_id) in pending:
-                continue
-            kline = decode(fields, EVENT_TYPES).payload
-            bars.setdefault(kline.symbol, []).append(kline)
+        for event in handled_entries(client, MARKET_KLINES.key, NAME, EVENT_TYPES,
+                                     self.restore_bars * 50):
+            if isinstance(event.payload, Kline):
+                bars.setdefault(event.payload.symbol, []).append(event.payload)
         for symbol_bars in bars.values():
             for kline in symbol_bars[-self.restore_bars :]:
                 self._update(kline)

@@ -137,8 +137,14 @@ class JournalService(ServiceBase):
         self.journal.discard()
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
-        self.journal.add(event)
         payload = event.payload
+        if isinstance(payload, ExecutionReport) and payload.kind == "book":
+            # Where execution's book came from after a state loss: not an order. Logged,
+            # never written as an order row.
+            self.log.warning("execution started a book without its state key",
+                             source=payload.reason, detail=payload.message)
+            return
+        self.journal.add(event)
         if isinstance(payload, OrderRequest):
             self._requests[payload.client_order_id] = event.ts
             while len(self._requests) > _LATENCY_MEMORY:

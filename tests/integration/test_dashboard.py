@@ -29,6 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from quantum.bus.envelope import new_envelope
 from quantum.bus.runner import publish
+from quantum.risk import fleetstate
 from quantum.contracts.events import Kline, PortfolioState, Tick
 from quantum.contracts.streams import MARKET_KLINES, MARKET_TICK
 from quantum.dashboard.app import create_app
@@ -50,6 +51,7 @@ def seed(client: redis.Redis, database_url: str) -> None:
     """A journal of 40 trades (the last open), the live portfolio, prices, candles,
     heartbeats and the journal's health, as a running fleet would leave them."""
     client.flushdb()
+    fleetstate.initialise(client, "pytest")
     engine = make_engine(database_url)
     upgrade(engine)
     events = list(round_trips(40, open_last=True))

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ import redis
 
 from quantum.app import build_runner
 from quantum.bus.envelope import new_envelope
-from quantum.bus.runner import Runner, publish
+from quantum.bus.runner import Outbox, Runner, publish
 from quantum.config import ConfigError, load
 from quantum.contracts.events import ExitPlan, HarvestIntent, OrderRequest, TakeProfit
 from quantum.contracts.streams import APPLY_RESULT, HARVEST_INTENT
+from quantum.exchange.binance import BinanceFutures
+from quantum.exchange.live import LiveConfig, LiveExchange
 from quantum.registry.fleet import EXECUTION_KEY
 from quantum.replay.report import payloads
 from quantum.standin.binance_rest import FuturesVenue
@@ -59,15 +62,16 @@ def make_runner(venue: FuturesVenue, r: redis.Redis, redis_url: str, **extra: An
     values = {k.removeprefix("QT_").lower(): v for k, v in env.items()}
     values.update(extra)
     settings = Settings(**values)
-    return build_runner("execution", settings, r, Execution(settings))
+    return build_runner("execution", settings, r, Execution(settings, r))
 
 
 def order(plan_id: str = "plan-0001", symbol: str = "BTCUSDT", quantity: float = 0.0123456,
-          price: float = 60_000.0) -> OrderRequest:
+          price: float = 60_000.0, plan: ExitPlan = PLAN) -> OrderRequest:
+    """A freshly approved entry (its bar is now: execution refuses stale approvals)."""
     return OrderRequest(client_order_id="qt-" + plan_id.replace("-", ""), plan_id=plan_id,
                         symbol=symbol, side="BUY", position_side="LONG", quantity=quantity,
                         reference_price=price, leverage=5, reduce_only=False, reason="entry",
-                        bar_time=1, exit_plan=PLAN)
+                        bar_time=int(time.time() * 1000), exit_plan=plan)
 
 
 def send(r: redis.Redis, payload: Any, stream: Any = APPLY_RESULT, key: str = "k") -> None:
@@ -85,7 +89,12 @@ def turn_until(runner: Runner, done: Callable[[], bool], turns: int = 200) -> No
 
 
 def reports(r: redis.Redis) -> list[dict[str, Any]]:
-    return payloads(r, "quantum:stream:execution.result")
+    """The order reports on ``execution.result`` (without ``book`` reports)."""
+    return [x for x in payloads(r, "quantum:stream:execution.result") if x["kind"] != "book"]
+
+
+def book_reports(r: redis.Redis) -> list[dict[str, Any]]:
+    return [x for x in payloads(r, "quantum:stream:execution.result") if x["kind"] == "book"]
 
 
 def test_an_entry_is_recorded_sent_once_filled_and_protected(
@@ -97,6 +106,8 @@ def test_an_entry_is_recorded_sent_once_filled_and_protected(
     turn_until(runner, lambda: len(venue.snapshot()["algo"]) == 2)
     kinds = [x["kind"] for x in reports(r)]
     assert kinds == ["ack", "fill"]
+    # No state key at start: the (empty) book was rebuilt from the exchange and said so.
+    assert [x["reason"] for x in book_reports(r)] == ["rebuilt_from_venue"]
     fill = reports(r)[1]
     assert fill["quantity"] == pytest.approx(0.012)  # rounded down to the 0.001 step
     snapshot = venue.snapshot()
@@ -150,7 +161,8 @@ def test_a_symbol_the_exchange_does_not_list_is_rejected_by_name(
         venue: FuturesVenue, r: redis.Redis, redis_url: str) -> None:
     runner = make_runner(venue, r, redis_url)
     runner.start()
-    send(r, order(symbol="DOGEUSDT", quantity=100.0, price=0.2))
+    doge = ExitPlan(profile="DEFAULT", stop_loss=0.19, take_profits=(), atr=0.001)
+    send(r, order(symbol="DOGEUSDT", quantity=100.0, price=0.2, plan=doge))
     turn_until(runner, lambda: any(x["kind"] == "reject" for x in reports(r)))
     reject = reports(r)[-1]
     assert reject["code"] == -1121 and "DOGEUSDT" in reject["message"]
@@ -254,4 +266,163 @@ def test_killed_after_sending_before_recording_places_exactly_one_order(
     state = orjson.loads(r.get(EXECUTION_KEY))
     assert state["intents"]["qt-plan0001"]["status"] == "done"
     assert state["positions"]["BTCUSDT"]["quantity"] == pytest.approx(0.012)
+    runner.service.close()  # type: ignore[attr-defined]
+
+
+# --- ambiguous answers: a timeout, "unknown order" --------------------------------------------
+
+
+def live_book(venue: FuturesVenue, **config: Any) -> LiveExchange:
+    """The live venue alone, without a user stream: only queries can resolve an order."""
+    adapter = BinanceFutures(api_key=venue.account.api_key, api_secret=venue.account.api_secret,
+                             rest_url=venue.rest_url, timeout_s=1.0)
+    return LiveExchange(adapter, LiveConfig(ws_url="", protective_orders=False,
+                                            poll_interval_s=0.05, **config))
+
+
+def poll_until(book: LiveExchange, done: Callable[[], bool],
+               seconds: float = 20.0) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        reports, _, _ = book.poll(int(time.time() * 1000))
+        got.extend(reports)
+        if done():
+            return got
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def order_requests(venue: FuturesVenue, method: str) -> int:
+    return sum(1 for m, path in venue.snapshot()["requests"]
+               if m == method and path == "/fapi/v1/order")
+
+
+def test_a_timed_out_order_queried_as_unknown_for_a_while_exists_once(
+        venue: FuturesVenue) -> None:
+    """The new order hangs past the client's timeout (yet is placed and filled); the first
+    queries answer "unknown order". The order is never sent again, and is booked once."""
+    book = live_book(venue)
+    book.submit(order(), int(time.time() * 1000))
+    venue.stall_orders(3.0)
+    venue.hide_orders(3)
+    got = poll_until(book, lambda: book.intents["qt-plan0001"].status == "done")
+    venue.stall_orders(0.0)
+    snapshot = venue.snapshot()
+    assert len(snapshot["order_log"]) == 1 and len(snapshot["orders"]) == 1
+    assert order_requests(venue, "POST") == 1
+    assert order_requests(venue, "GET") >= 4  # three "unknown order", then found
+    assert [x.kind for x in got] == ["ack", "fill"]  # never a reject
+    assert book.positions["BTCUSDT"].quantity == pytest.approx(0.012)
+    assert snapshot["positions"] == {"BTCUSDT": pytest.approx(0.012)}
+
+
+def test_an_acknowledged_order_queried_as_unknown_is_not_booked_as_a_reject(
+        venue: FuturesVenue) -> None:
+    venue.partial_fills(0.5)
+    book = live_book(venue)
+    book.submit(order(quantity=0.02), int(time.time() * 1000))
+    got = poll_until(book, lambda: book.intents["qt-plan0001"].status == "open")
+    venue.hide_orders(3)
+    venue.partial_fills(None)
+    venue.complete_partial_fills()
+    got += poll_until(book, lambda: book.intents["qt-plan0001"].status == "done")
+    assert [x.kind for x in got] == ["ack", "fill", "fill"]
+    assert book.positions["BTCUSDT"].quantity == pytest.approx(0.02)
+
+
+def test_an_order_unknown_past_recv_window_is_declared_not_placed_and_never_resent(
+        venue: FuturesVenue) -> None:
+    """"-1007 execution status unknown" and the order never reached the book: after
+    recvWindow plus the margin of unknown answers the entry is reported not placed."""
+    book = live_book(venue, recv_window_ms=300, unknown_order_margin_s=0.5)
+    poll_until(book, lambda: book._ready)
+    book.adapter.configure("BTCUSDT", 5, "ISOLATED")  # so the next request is the order
+    book.submit(order(), int(time.time() * 1000))
+    venue.fail_next(503, -1007, "Timeout waiting for response from backend server. Send "
+                    "status unknown; execution status unknown.")
+    got = poll_until(book, lambda: book.intents["qt-plan0001"].status == "done")
+    assert [(x.kind, x.code) for x in got] == [("reject", -2013)]
+    assert got[0].message.startswith("not placed")
+    assert venue.snapshot()["order_log"] == []
+    assert order_requests(venue, "POST") == 1
+    assert order_requests(venue, "GET") >= 3
+
+
+def test_a_reduce_only_exit_declared_not_placed_is_sent_again_under_its_id(
+        venue: FuturesVenue) -> None:
+    book = live_book(venue, recv_window_ms=300, unknown_order_margin_s=0.5)
+    book.submit(order(), int(time.time() * 1000))
+    poll_until(book, lambda: "BTCUSDT" in book.positions)
+    book.harvest(HarvestIntent(harvest_id="h-1", position_id="plan-0001", symbol="BTCUSDT",
+                               side="LONG", fraction=1.0, price=60_000.0, reason="stop_loss",
+                               ts=int(time.time() * 1000)))
+    venue.fail_next(503, -1007, "Timeout waiting for response from backend server.")
+    poll_until(book, lambda: "BTCUSDT" not in book.positions)
+    exits = [o for o in venue.snapshot()["order_log"] if o["reduceOnly"]]
+    assert [o["clientOrderId"] for o in exits] == ["qx-h1"]  # once, under its own id
+    assert order_requests(venue, "POST") == 3  # the entry, the exit refused, the exit again
+    assert book.intents["qx-h1"].resends == 1
+    assert venue.snapshot()["positions"] == {}
+
+
+def test_done_intents_are_kept_for_a_time_window_not_a_count() -> None:
+    book = LiveExchange(None, LiveConfig(intent_retention_ms=60_000))  # type: ignore[arg-type]
+    for i in range(3000):  # a burst: more than any count bound would have kept
+        book.submit(order(plan_id=f"plan-{i:04d}"), 1_000_000 + i)
+        book.intents[f"qt-plan{i:04d}"].status = "done"
+    book._prune()
+    assert len(book.intents) == 3000 and book.knows("qt-plan0000")
+    book.clock_ms = 1_000_000 + 61_000
+    book._prune()
+    assert not book.knows("qt-plan0000") and book.knows("qt-plan2999")
+
+
+# --- state loss: the book rebuilt from the exchange -------------------------------------------
+
+
+def test_lost_state_is_rebuilt_from_the_exchange_before_any_order(
+        venue: FuturesVenue, r: redis.Redis, redis_url: str) -> None:
+    adapter = BinanceFutures(api_key=venue.account.api_key, api_secret=venue.account.api_secret,
+                             rest_url=venue.rest_url)
+    adapter.configure("BTCUSDT", 4, "ISOLATED")
+    venue.open_position_behind("BTCUSDT", 0.01, 59_000.0)
+    adapter.place_protective(symbol="BTCUSDT", side="SELL", order_type="STOP_MARKET",
+                             trigger=57_000.0, client_algo_id="qps-lost-1")
+    venue.partial_fills(0.5)  # an entry still working on the exchange
+    adapter.place_market(symbol="ETHUSDT", side="BUY", quantity=Decimal("0.2"),
+                         client_order_id="qt-ethworking", reduce_only=False)
+    balance = venue.snapshot()["balance"]
+    # Redis came back empty: no execution state. An order read before the rebuild is refused.
+    early = Execution(Settings(**{k.removeprefix("QT_").lower(): v for k, v in
+                                  settings_env(venue, redis_url).items()}), r)
+    early.restore(r)
+    out = Outbox(frozenset({"execution.result", "trade.closed", "portfolio.state"}))
+    early.handle(new_envelope(order("plan-early"), ts=int(time.time() * 1000), source="test",
+                              key="e"), out)
+    assert [(e.payload.kind, e.payload.reason) for _, e in out.events
+            if e.payload.event_type == "execution.report"] == [("reject", "book_not_rebuilt")]
+    runner = make_runner(venue, r, redis_url)
+    runner.start()
+    turn_until(runner, lambda: bool(book_reports(r)))
+    (report,) = book_reports(r)
+    assert report["reason"] == "rebuilt_from_venue"
+    assert report["book"]["positions"] == ["BTCUSDT", "ETHUSDT"]
+    assert report["book"]["open_orders"] == 1
+    rebuilt = runner.service.venue  # type: ignore[attr-defined]
+    assert rebuilt.balance == pytest.approx(balance)
+    btc = rebuilt.positions["BTCUSDT"]
+    assert (btc.side, btc.quantity, btc.entry_price, btc.leverage) == ("LONG", 0.01, 59_000.0, 4)
+    assert rebuilt.protections["BTCUSDT"].placed_stop_id == "qps-lost-1"
+    assert rebuilt.positions["ETHUSDT"].quantity == pytest.approx(0.1)
+    # The working order's rest is booked when it fills, once.
+    venue.partial_fills(None)
+    venue.complete_partial_fills()
+    turn_until(runner, lambda: any(x["kind"] == "fill" for x in reports(r)))
+    turn_until(runner, lambda: rebuilt.intents["qt-ethworking"].status == "done")
+    assert rebuilt.positions["ETHUSDT"].quantity == pytest.approx(0.2)
+    stored = orjson.loads(r.get(EXECUTION_KEY))
+    assert set(stored["positions"]) == {"BTCUSDT", "ETHUSDT"}
+    assert stored["rebuild_pending"] is False
+    assert len(venue.snapshot()["algo"]) == 1, "the resting stop was adopted, not doubled"
     runner.service.close()  # type: ignore[attr-defined]

@@ -49,9 +49,15 @@ def test_unknown_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         load(GovernorSettings)
 
 
-def test_unreachable_redis_names_the_url() -> None:
-    with pytest.raises(ConfigError, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
-        connect("redis://127.0.0.1:1/0")
+def test_unreachable_redis_is_waited_for_not_a_config_error() -> None:
+    # A Redis that is down is an outage, not bad settings: the service waits for it.
+    client = connect("redis://127.0.0.1:1/0")
+    assert client.connection_pool.connection_kwargs["port"] == 1
+
+
+def test_unparseable_redis_url_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="QT_REDIS_URL"):
+        connect("http://127.0.0.1:6379/0")
 
 
 def test_corrupt_csv_line_names_file_and_line(tmp_path: Path, sample_dir: Path) -> None:

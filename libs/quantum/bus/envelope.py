@@ -146,16 +146,40 @@ _REQUIRED = ("type", "version", "id", "ts", "source", "trace_id", "payload")
 
 
 def decode(fields: Mapping[bytes, bytes], types: EventTypes) -> Envelope[Any]:
-    """Parse and validate a stream entry. Raises :class:`InvalidEvent` with the reason."""
+    """Parse and validate a stream entry. Raises :class:`InvalidEvent` with the reason, and
+    nothing else whatever the bytes: a poison entry must go to the dead-letter stream alone,
+    never crash the consumer that read it."""
+    try:
+        return _decode(fields, types)
+    except InvalidEvent:
+        raise
+    except Exception as e:  # noqa: BLE001  (any other failure is a malformed entry too)
+        raise InvalidEvent(f"malformed entry: {type(e).__name__}: {e}") from None
+
+
+def _text(fields: Mapping[bytes, bytes], name: str) -> str:
+    try:
+        return fields[name.encode()].decode()
+    except UnicodeDecodeError:
+        raise InvalidEvent(f"envelope field {name} is not valid UTF-8") from None
+
+
+def _decode(fields: Mapping[bytes, bytes], types: EventTypes) -> Envelope[Any]:
     missing = [name for name in _REQUIRED if name.encode() not in fields]
     if missing:
         raise InvalidEvent(f"missing envelope fields: {', '.join(missing)}")
+    event_type = _text(fields, "type")
     try:
-        event_type = fields[b"type"].decode()
         version = int(fields[b"version"])
         ts = int(fields[b"ts"])
-    except (UnicodeDecodeError, ValueError) as e:
+    except ValueError as e:
         raise InvalidEvent(f"bad envelope field: {e}") from None
+    event_id = _text(fields, "id")
+    source = _text(fields, "source")
+    trace_id = _text(fields, "trace_id")
+    cause = _text(fields, "causation_id") if b"causation_id" in fields else ""
+    if not event_id or not source or not trace_id:
+        raise InvalidEvent("envelope fields id, source and trace_id must not be empty")
     model = types.model(event_type)
     if version != model.event_version:
         raise InvalidEvent(
@@ -167,14 +191,13 @@ def decode(fields: Mapping[bytes, bytes], types: EventTypes) -> Envelope[Any]:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "payload"
         raise InvalidEvent(f"{event_type} payload invalid at {where}: {first['msg']}") from None
-    cause = fields.get(b"causation_id", b"").decode() or None
     return Envelope(
-        id=fields[b"id"].decode(),
+        id=event_id,
         type=event_type,
         version=version,
         ts=ts,
-        source=fields[b"source"].decode(),
-        trace_id=fields[b"trace_id"].decode(),
-        causation_id=cause,
+        source=source,
+        trace_id=trace_id,
+        causation_id=cause or None,
         payload=payload,
     )

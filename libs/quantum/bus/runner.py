@@ -9,7 +9,7 @@ One turn of the loop:
 4. decode each entry; an invalid one is routed to the dead-letter stream with its reason;
 5. hand the events, in order, to the service, which records its outputs and state writes
    in an :class:`Outbox`;
-6. commit outputs, state and ``XACK`` in one ``MULTI/EXEC``.
+6. commit outputs, state and ``XACK`` in one atomic Lua commit (:data:`COMMIT_SCRIPT`).
 
 Effects are therefore exactly-once even though delivery is at-least-once: a process that
 dies after handling but before step 6 committed nothing, and the entries are handled again
@@ -18,10 +18,31 @@ handler that raises has its batch's outputs discarded, its state restored from R
 the batch retried one event at a time; the failing event stays pending and, after
 ``max_deliveries``, goes to the dead-letter stream. A poison event never crash-loops a
 service.
+
+The commit is checked before it writes anything, so a race cannot double an effect:
+
+* **ownership**: every acked entry must still be pending on *this* consumer; a consumer
+  that was paused past ``claim_idle_ms`` and whose entries a peer reclaimed finds the commit
+  refused (``NOTOWNER``), drops its work and reloads its state;
+* **state version**: a service that owns state keys commits only against the version of
+  its state it restored (``STALE`` otherwise, then it reloads and handles the batch again),
+  so two instances of one group never overwrite each other's book;
+* **guards**: :meth:`Outbox.guard` records a durable, time-bounded "done once" (a plan id
+  applied, an order sent); a guard already present refuses the commit (``DUPLICATE``).
+
+Faults of the bus itself never end the process: a lost connection, a timeout (``CLIENT
+PAUSE``), ``LOADING`` or a failover error makes the runner keep the watchdog, metrics and
+process alive, retry with bounded back-off, then re-create its groups, check the fleet
+epoch (:mod:`quantum.risk.fleetstate`: a Redis that came back empty trips the ESS with
+``state_lost``), reload its state and resume with its own pending entries. Entries found
+pending on this consumer at start were being handled when a previous process died; they are
+handled one at a time, each charged a delivery only when its turn comes, so an entry that
+kills the process is dead-lettered alone and its batch-mates are handled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 from collections import defaultdict
@@ -38,6 +59,74 @@ from quantum.bus.envelope import Envelope, EventTypes, InvalidEvent, decode, enc
 from quantum.bus.streams import DLQ, StreamSpec
 from quantum.observability import metrics
 from quantum.observability.heartbeat import Beacon
+
+Command = tuple[str | bytes | int | float, ...]
+ACK_CHUNK = 1000  # ids per XACK inside the commit script (Lua's unpack has a limit)
+_BUS_DOWN_PREFIXES = ("READONLY", "MASTERDOWN", "LOADING", "NOREPLICAS", "TRYAGAIN")
+
+
+class CommitRefused(RuntimeError):
+    """The commit script refused before writing: ``reason`` is NOTOWNER, STALE or DUPLICATE."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason} {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def bus_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means the bus is (for now) not there, rather than a bug or bad data:
+    connection refused or reset, a timeout (``CLIENT PAUSE``), ``LOADING``, or a failover
+    (``READONLY`` replica, ``MASTERDOWN``). These are retried, never fatal."""
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, redis.ResponseError):
+        return str(error).startswith(_BUS_DOWN_PREFIXES)
+    return False
+
+
+# The commit: checks first (nothing is written unless all pass), then the writes in order.
+# ARGV: group, consumer, version key ("" = unversioned), expected version, bump (0/1),
+#       n ownership checks + (stream, id)…, n guards + (key, member)…,
+#       then each command as (argc, args…).
+COMMIT_SCRIPT = """
+local group, consumer, vkey, expected, bump = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local i = 6
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local stream, id = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  local ok, owned = pcall(redis.call, 'XPENDING', stream, group, id, id, 1, consumer)
+  if not ok or #owned == 0 then
+    return redis.error_reply('NOTOWNER ' .. stream .. ' ' .. id)
+  end
+end
+local version = expected
+if vkey ~= '' then
+  local current = redis.call('GET', vkey) or '0'
+  if current ~= expected then
+    return redis.error_reply('STALE ' .. vkey .. ' at ' .. current .. ', restored ' .. expected)
+  end
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key, member = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  if redis.call('ZSCORE', key, member) then
+    return redis.error_reply('DUPLICATE ' .. key .. ' ' .. member)
+  end
+end
+if vkey ~= '' and bump == '1' then
+  version = tostring(redis.call('INCR', vkey))
+end
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + 1 + argc
+end
+return version
+"""
+COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
 
 
 class UndeclaredStream(RuntimeError):
@@ -62,6 +151,7 @@ class Outbox:
     state: dict[str, bytes] = field(default_factory=dict)
     deletes: set[str] = field(default_factory=set)
     commands: list[tuple[str | bytes | int | float, ...]] = field(default_factory=list)
+    guards: list[tuple[str, str, int, int]] = field(default_factory=list)
 
     def emit(self, stream: StreamSpec, envelope: Envelope[Any]) -> None:
         if stream.name not in self.produces:
@@ -85,9 +175,21 @@ class Outbox:
         ``out.command("ZADD", key, score, member)``."""
         self.commands.append(command)
 
+    def guard(self, key: str, member: str, score_ms: int, keep_ms: int) -> None:
+        """Record ``member`` in the sorted set ``key`` (score: event time, ms) with the commit,
+        which is refused (``DUPLICATE``) if ``member`` is already there: a durable "once".
+        Members older than ``keep_ms`` before ``score_ms`` are pruned in the same commit, so
+        the guard is bounded by time, not by a count."""
+        self.guards.append((key, member, score_ms, keep_ms))
+
+    @property
+    def writes(self) -> bool:
+        """Whether the commit changes the service's state (and so bumps its version)."""
+        return bool(self.state or self.deletes or self.commands or self.guards)
+
     @property
     def empty(self) -> bool:
-        return not (self.events or self.state or self.deletes or self.commands)
+        return not (self.events or self.writes)
 
 
 class Service(Protocol):
@@ -96,7 +198,8 @@ class Service(Protocol):
     name: str
 
     def restore(self, client: redis.Redis) -> None:
-        """Load committed state (at start, and after a handler failure)."""
+        """Load committed state (at start, after a handler failure, after a refused commit
+        and after a bus outage)."""
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         """Handle one event; record outputs and state writes in ``out``."""
@@ -106,6 +209,9 @@ class Service(Protocol):
 
     def on_idle(self, out: Outbox, now: float) -> None:
         """Called each loop turn, with wall time, for timers."""
+
+    # Optional: ``after_commit()``, called after each commit Redis accepted (e.g. to copy a
+    # book to a durable record of the service's own once it is committed).
 
 
 class ServiceBase:
@@ -129,6 +235,8 @@ class Subscription:
     group: str
     consumes: tuple[StreamSpec, ...]
     produces: frozenset[str]
+    version_key: str | None = None  # a service owning state keys commits against its version
+    fleet_key: str | None = None  # the fleet epoch (quantum.risk.fleetstate); None: unchecked
 
 
 @dataclass
@@ -141,6 +249,9 @@ class RunnerConfig:
     heartbeat_ttl_s: int = 15
     instance: str = "0"
     commit_channel: str | None = None  # PUBLISH here after each commit (replay barrier)
+    reconnect_initial_s: float = 0.1  # back-off while the bus is unreachable, doubled …
+    reconnect_max_s: float = 5.0  # … up to this
+    stale_retries: int = 3  # a batch refused as STALE is reloaded and handled again this often
 
 
 def publish(
@@ -206,6 +317,38 @@ def transaction(
     return list(replies or ())
 
 
+def commit_script(client: redis.Redis, argv: list[str | bytes | int | float]) -> Any:
+    """Run :data:`COMMIT_SCRIPT` with ``argv``: packed by hiredis, one write, one reply.
+
+    ``NOSCRIPT`` (a restarted or failed-over Redis has an empty script cache) is answered by
+    sending the script itself once. A refusal raises :class:`CommitRefused`; a connection
+    that failed mid-exchange is dropped rather than reused.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        for command in (("EVALSHA", COMMIT_SHA), ("EVAL", COMMIT_SCRIPT)):
+            packed = hiredis.pack_command((*command, 0, *argv))  # type: ignore[arg-type]
+            connection.send_packed_command([packed], check_health=False)
+            try:
+                return connection.read_response()
+            except redis.exceptions.NoScriptError:
+                continue
+            except redis.ResponseError as e:
+                text = str(e)
+                for reason in ("NOTOWNER", "STALE", "DUPLICATE"):
+                    if text.startswith(reason):
+                        raise CommitRefused(reason, text[len(reason):].strip()) from None
+                raise
+        raise RuntimeError("commit script could not be loaded")  # pragma: no cover
+    except BaseException as e:
+        if not isinstance(e, redis.ResponseError | CommitRefused):
+            connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+
+
 def ensure_group(client: redis.Redis, stream_key: str, group: str) -> None:
     """Create the consumer group (and stream) if it does not exist; idempotent."""
     try:
@@ -250,7 +393,8 @@ class Runner:
         self.consumer = f"{subscription.service}-{self.config.instance}"
         self.log = structlog.get_logger(service=subscription.service, consumer=self.consumer)
         self.beacon = Beacon(
-            client, subscription.service, self.consumer, self.config.heartbeat_ttl_s
+            client, subscription.service, self.consumer, self.config.heartbeat_ttl_s,
+            watch_key=subscription.fleet_key,
         )
         self.notifier = self.beacon.notifier
         self._stopping = False
@@ -259,6 +403,10 @@ class Runner:
         self.failures: dict[str, str] = {}  # entry id -> last handler error
         self._keys = [spec.key for spec in subscription.consumes]
         self._name = subscription.service
+        self._version = "0"  # the version of the state the service restored
+        self._epoch: bytes | None = None  # the fleet epoch this process works under
+        self.outages = 0  # bus outages survived (tests and metrics)
+        self.refusals: dict[str, int] = defaultdict(int)  # commit refusals by reason
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -270,14 +418,27 @@ class Runner:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def start(self) -> None:
-        for key in self._keys:
-            ensure_group(self.client, key, self.sub.group)
-        self.service.restore(self.client)
+        """Connect (waiting out an unreachable bus), create groups, restore, recover."""
+        self._until_reachable(first=True)
         self.beacon.beat(force=True)
-        self.recover_own_pending()
         self.notifier.ready()
         metrics.UP.labels(self._name).set(1)
         self.log.info("started", group=self.sub.group, streams=self._keys)
+
+    def _resync(self) -> None:
+        """(Re)establish everything the bus holds for this service: its groups, the fleet
+        epoch, its restored state and its own pending entries."""
+        for key in self._keys:
+            ensure_group(self.client, key, self.sub.group)
+        self._check_epoch(self.client.get(self.sub.fleet_key) if self.sub.fleet_key else None)
+        self._restore()
+        self.recover_own_pending()
+
+    def _restore(self) -> None:
+        if self.sub.version_key is not None:
+            raw = self.client.get(self.sub.version_key)
+            self._version = raw.decode() if raw else "0"
+        self.service.restore(self.client)
 
     def run(self, max_idle_turns: int | None = None) -> None:
         """Loop until stopped. ``max_idle_turns`` ends it after that many empty reads (tests)."""
@@ -285,7 +446,14 @@ class Runner:
         idle = 0
         try:
             while not self._stopping:
-                if self.turn():
+                try:
+                    handled = self.turn()
+                except Exception as e:
+                    if not bus_unavailable(e):
+                        raise
+                    self._until_reachable(first=False, error=e)
+                    continue
+                if handled:
                     idle = 0
                 else:
                     idle += 1
@@ -296,15 +464,94 @@ class Runner:
             metrics.UP.labels(self._name).set(0)
             self.log.info("stopped")
 
+    def _until_reachable(self, *, first: bool, error: BaseException | None = None) -> None:
+        """Retry with bounded back-off until the bus answers and the service is resynced.
+
+        The process, its watchdog pings and its metrics stay alive meanwhile; a SIGTERM ends
+        the wait. ``redis_unreachable`` is logged once per outage and exported as
+        ``quantum_bus_redis_reachable`` 0.
+        """
+        delay = self.config.reconnect_initial_s
+        started = time.monotonic()
+        down = error is not None
+        if down:
+            self._outage_began(error)
+        while not self._stopping:
+            try:
+                self.client.ping()
+                self._resync()
+            except Exception as e:
+                if not bus_unavailable(e):
+                    raise
+                if not down:
+                    down = True
+                    self._outage_began(e)
+                self._sleep(delay)
+                delay = min(delay * 2, self.config.reconnect_max_s)
+                continue
+            break
+        metrics.REDIS_REACHABLE.labels(self._name).set(1)
+        if down:
+            self.outages += 1
+            self.notifier.status("running")
+            self.log.warning("redis_reachable_again", after_s=round(time.monotonic() - started, 2),
+                             first_start=first)
+
+    def _outage_began(self, error: BaseException | None) -> None:
+        metrics.REDIS_REACHABLE.labels(self._name).set(0)
+        metrics.BUS_OUTAGES.labels(self._name).inc()
+        self.notifier.status("redis_unreachable")
+        self.log.error("redis_unreachable", error=repr(error))
+        self.client.connection_pool.disconnect()
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep while keeping the systemd watchdog fed; a stop request cuts it short."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            self.notifier.watchdog()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+
+    def _check_epoch(self, raw: bytes | None) -> None:
+        """Compare the fleet epoch now in Redis with the one this process works under."""
+        if self.sub.fleet_key is None or raw == self._epoch:
+            return
+        from quantum.risk import fleetstate  # the bus knows the risk layer only here
+
+        now = fleetstate.parse(raw)
+        before = self._epoch
+        self._epoch = raw
+        if now is not None and (before is None or now.after_loss):
+            # First sight of the epoch (this process starting), or an operator's
+            # re-initialisation after a loss that was already declared: adopt it.
+            if before is not None or now.after_loss:
+                self.log.warning("fleet epoch adopted", epoch=now.epoch, after_loss=now.after_loss)
+            return
+        detail = (
+            "no fleet epoch in Redis (state lost, or never initialised: quantumctl init)"
+            if now is None
+            else "the fleet epoch changed (Redis replaced or restored from elsewhere)"
+        )
+        self.log.error("state_lost", detail=detail)
+        metrics.STATE_LOST.labels(self._name).inc()
+        fleetstate.declare_lost(self.client, self._name, detail)
+
     def turn(self) -> bool:
         """One loop turn; returns whether any entry was handled."""
         now = time.time()
-        self.beacon.beat()
+        epoch = self.beacon.beat()
+        if epoch is not None:
+            self._check_epoch(epoch[0])
         out = Outbox(self.sub.produces)
         self.service.on_idle(out, now)
         self.service.on_batch_end(out)  # timers may change state: persist it with their events
         if not out.empty:
-            self.commit(out, {}, [])
+            try:
+                self.commit(out, {}, [])
+            except CommitRefused as e:
+                self._refused(e)
         if now - self._last_claim >= self.config.claim_interval_s:
             self._last_claim = now
             self.reclaim()
@@ -312,13 +559,20 @@ class Runner:
             self._last_lag = now
             self.update_lag_metrics()
         block = 0 if self._stopping else self.config.block_ms
-        response = self.client.xreadgroup(
-            self.sub.group,
-            self.consumer,
-            {key: ">" for key in self._keys},
-            count=self.config.batch_size,
-            block=block,
-        )
+        try:
+            response = self.client.xreadgroup(
+                self.sub.group,
+                self.consumer,
+                {key: ">" for key in self._keys},
+                count=self.config.batch_size,
+                block=block,
+            )
+        except redis.ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            self.log.error("consumer group missing; recreating", error=str(e))
+            self._resync()
+            return False
         batch = [
             Delivered(stream.decode() if isinstance(stream, bytes) else stream, _id(eid), fields)
             for stream, entries in (response or [])
@@ -330,10 +584,31 @@ class Runner:
         self.process(batch)
         return True
 
+    def _refused(self, error: CommitRefused) -> None:
+        """A commit the script refused: nothing was written. Reload the committed state."""
+        self.refusals[error.reason] += 1
+        metrics.COMMIT_REFUSED.labels(self._name, error.reason).inc()
+        self.log.warning("commit refused; state reloaded", reason=error.reason,
+                         detail=error.detail)
+        self._restore()
+
     # --- handling -------------------------------------------------------------------------
 
     def process(
         self, batch: Sequence[Delivered], delivery_counts: dict[str, int] | None = None
+    ) -> None:
+        for _attempt in range(self.config.stale_retries + 1):
+            try:
+                self._process(batch, delivery_counts)
+                return
+            except CommitRefused as e:
+                self._refused(e)
+                if e.reason == "NOTOWNER":
+                    return  # a peer holds these entries now: it handles them
+        self.log.warning("batch left pending after repeated STALE commits", entries=len(batch))
+
+    def _process(
+        self, batch: Sequence[Delivered], delivery_counts: dict[str, int] | None
     ) -> None:
         started = time.perf_counter()
         out = Outbox(self.sub.produces)
@@ -357,14 +632,28 @@ class Runner:
                 self._handle_one(event, out)
                 acks[item.stream].append(item.entry_id)
             self.service.on_batch_end(out)
-        except Exception as e:  # noqa: BLE001  (any handler failure is isolated below)
+        except Exception as e:
+            if bus_unavailable(e):
+                raise
             metrics.HANDLER_ERRORS.labels(self._name).inc()
             self.log.warning("batch failed, retrying one by one", error=repr(e))
-            self.service.restore(self.client)
-            self.commit(Outbox(self.sub.produces), {}, dead)
+            self._restore()
+            if dead:
+                self.commit(Outbox(self.sub.produces), {}, dead)
             self._process_one_by_one(events)
             return
-        self.commit(out, acks, dead)
+        try:
+            self.commit(out, acks, dead)
+        except CommitRefused as e:
+            if e.reason != "DUPLICATE":
+                raise
+            # A guard another instance (or an earlier life) recorded: reload, and let the
+            # handlers see it one event at a time.
+            self._refused(e)
+            if dead:
+                self.commit(Outbox(self.sub.produces), {}, dead)
+            self._process_one_by_one(events)
+            return
         metrics.HANDLE_SECONDS.labels(self._name).observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.labels(self._name).observe(len(batch))
 
@@ -381,7 +670,9 @@ class Runner:
             try:
                 self._handle_one(event, out)
                 self.service.on_batch_end(out)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
+                if bus_unavailable(e):
+                    raise
                 self.failures[item.entry_id] = repr(e)
                 self.log.error(
                     "handler failed; entry left pending",
@@ -390,34 +681,47 @@ class Runner:
                     error=repr(e),
                     event_type=event.type,
                 )
-                self.service.restore(self.client)
+                self._restore()
                 continue
-            self.commit(out, {item.stream: [item.entry_id]}, [])
+            try:
+                self.commit(out, {item.stream: [item.entry_id]}, [])
+            except CommitRefused as e:
+                self._refused(e)
+                if e.reason == "NOTOWNER":
+                    return
+                if e.reason == "DUPLICATE":
+                    # The handler did not see the guard (its state predates it): the effect
+                    # exists already, so the entry is done; ack it alone.
+                    self.commit(Outbox(self.sub.produces), {item.stream: [item.entry_id]}, [])
 
     def commit(
         self, out: Outbox, acks: dict[str, list[str]], dead: list[tuple[Delivered, str]]
     ) -> None:
-        """Outputs, state, dead letters and acks in one ``MULTI/EXEC``."""
-        commands: list[tuple[str | bytes | int | float, ...]] = []
-        produced: dict[str, int] = defaultdict(int)
-        for spec, envelope in out.events:
-            commands.append(xadd_command(spec.key, encode(envelope), spec.maxlen))
-            produced[spec.name] += 1
-        for key, value in out.state.items():
-            commands.append(("SET", key, value))
-        for key in out.deletes:
-            commands.append(("DEL", key))
-        commands.extend(out.commands)
-        for item, reason in dead:
-            fields = dead_letter_fields(item, self.sub.group, reason)
-            commands.append(xadd_command(DLQ.key, fields, DLQ.maxlen))
-            acks.setdefault(item.stream, []).append(item.entry_id)
-        for stream, ids in acks.items():
-            if ids:
-                commands.append(("XACK", stream, self.sub.group, *ids))
-        if self.config.commit_channel is not None:
-            commands.append(("PUBLISH", self.config.commit_channel, self._name))
-        transaction(self.client, commands)
+        """Outputs, state, dead letters and acks in one atomic script, checked first: every
+        acked entry still ours, our state at the version we restored, no guard present."""
+        commands, owned, produced = self._commands(out, acks, dead)
+        versioned = self.sub.version_key is not None
+        argv: list[str | bytes | int | float] = [
+            self.sub.group,
+            self.consumer,
+            self.sub.version_key or "",
+            self._version,
+            "1" if versioned and out.writes else "0",
+            len(owned) // 2,
+            *owned,
+            len(out.guards),
+        ]
+        for key, member, _, _ in out.guards:
+            argv += (key, member)
+        for command in commands:
+            argv.append(len(command))
+            argv.extend(command)
+        reply = commit_script(self.client, argv)
+        if versioned:
+            self._version = _id(reply)
+        after = getattr(self.service, "after_commit", None)
+        if after is not None:
+            after()
         for name, n in produced.items():
             metrics.PRODUCED.labels(self._name, name).inc(n)
         for stream, ids in acks.items():
@@ -428,10 +732,44 @@ class Runner:
                 "dead-lettered", stream=item.stream, entry_id=item.entry_id, reason=reason
             )
 
+    def _commands(
+        self, out: Outbox, acks: dict[str, list[str]], dead: list[tuple[Delivered, str]]
+    ) -> tuple[list[Command], list[str | bytes | int | float], dict[str, int]]:
+        """The commit's writes in order, the (stream, id) pairs it acks, events per stream."""
+        commands: list[Command] = []
+        produced: dict[str, int] = defaultdict(int)
+        for spec, envelope in out.events:
+            commands.append(xadd_command(spec.key, encode(envelope), spec.maxlen))
+            produced[spec.name] += 1
+        for key, value in out.state.items():
+            commands.append(("SET", key, value))
+        for key in out.deletes:
+            commands.append(("DEL", key))
+        commands.extend(out.commands)
+        for key, member, score, keep in out.guards:
+            commands.append(("ZADD", key, score, member))
+            commands.append(("ZREMRANGEBYSCORE", key, "-inf", f"({score - keep}"))
+        for item, reason in dead:
+            fields = dead_letter_fields(item, self.sub.group, reason)
+            commands.append(xadd_command(DLQ.key, fields, DLQ.maxlen))
+            acks.setdefault(item.stream, []).append(item.entry_id)
+        owned: list[str | bytes | int | float] = []
+        for stream, ids in acks.items():
+            for i in range(0, len(ids), ACK_CHUNK):
+                commands.append(("XACK", stream, self.sub.group, *ids[i : i + ACK_CHUNK]))
+            for entry_id in ids:
+                owned += (stream, entry_id)
+        if self.config.commit_channel is not None:
+            commands.append(("PUBLISH", self.config.commit_channel, self._name))
+        return commands, owned, produced
+
     # --- recovery -------------------------------------------------------------------------
 
     def recover_own_pending(self) -> None:
-        """Handle entries this consumer read but never acked (it died before committing)."""
+        """Handle entries this consumer read but never acked: a previous process died while
+        handling them. One at a time, each claimed (charged a delivery) only when its turn
+        comes, so an entry that kills the process is the only one charged for it, reaches
+        the delivery limit alone and is dead-lettered; its batch-mates are handled."""
         for key in self._keys:
             while True:
                 pending = self.client.xpending_range(
@@ -444,10 +782,11 @@ class Runner:
                 )
                 if not pending:
                     break
-                ids = [_id(p["message_id"]) for p in pending]
-                counts = {_id(p["message_id"]): int(p["times_delivered"]) + 1 for p in pending}
-                claimed = self.client.xclaim(key, self.sub.group, self.consumer, 0, ids)
-                self._process_claimed(key, claimed, counts, ids)
+                for p in pending:
+                    entry_id = _id(p["message_id"])
+                    count = int(p["times_delivered"]) + 1
+                    claimed = self.client.xclaim(key, self.sub.group, self.consumer, 0, [entry_id])
+                    self._process_claimed(key, claimed, {entry_id: count}, [entry_id])
 
     def reclaim(self) -> None:
         """``XAUTOCLAIM`` entries idle on dead consumers and handle them here."""

@@ -3,17 +3,36 @@
 Conventions: times are milliseconds since the Unix epoch (UTC); prices and quantities are
 floats validated finite; ``side`` of a position is LONG or SHORT, of an order BUY or SELL.
 ``docs/streams.md`` is generated from these models and the fleet registry.
+
+What the edge refuses, so that the runner dead-letters it with the reason: an empty or
+blank id; a symbol that is not a well-formed USDⓈ-M symbol (``BTCUSDT``, ``ETHUSDC``,
+``BTCUSDT_250328``; whether it is *tradable* is the risk-governor's universe check); and,
+on the order path (intents, plans, orders, harvests), a time more than
+:data:`FUTURE_SKEW_MS` ahead of the wall clock. Replays are historical, so the bound holds
+there too: a plan dated in the year 2100 would otherwise stay "fresh" forever.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from quantum.bus.envelope import EventTypes, Payload, Record
 
 EVENT_TYPES = EventTypes()
+FUTURE_SKEW_MS = 5 * 60_000  # how far ahead of the wall clock an order-path time may be
+
+
+def _not_beyond_clock_skew(value: int) -> int:
+    limit = int(time.time() * 1000) + FUTURE_SKEW_MS
+    if value > limit:
+        raise ValueError(
+            f"time {value} is in the future (more than {FUTURE_SKEW_MS // 1000} s ahead of "
+            f"the wall clock)"
+        )
+    return value
 
 
 # allow_inf_nan=False is checked in pydantic-core (Rust): NaN and ±inf are refused at the
@@ -21,7 +40,15 @@ EVENT_TYPES = EventTypes()
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(allow_inf_nan=False, gt=0)]
 NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0)]
-Symbol = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,20}$")]
+# A USD-margined perpetual (``BTCUSDT``, ``1000PEPEUSDT``, ``ETHUSDC``) or quarterly
+# (``BTCUSDT_250328``) contract symbol, as Binance spells them.
+Symbol = Annotated[str, Field(pattern=r"^[A-Z0-9]{1,16}(USDT|USDC)(_[0-9]{6})?$")]
+# An identifier: non-empty printable ASCII without spaces.
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[!-~]+$")]
+# A client order id as Binance accepts it (``newClientOrderId``).
+ClientOrderId = Annotated[str, Field(pattern=r"^[.A-Z:/a-z0-9_-]{1,36}$")]
+# A time on the order path: not further ahead of the wall clock than FUTURE_SKEW_MS.
+OrderTime = Annotated[int, Field(ge=0), AfterValidator(_not_beyond_clock_skew)]
 Direction = Literal["LONG", "SHORT"]
 OrderSide = Literal["BUY", "SELL"]
 
@@ -126,10 +153,10 @@ class Decision(Payload):
     event_type = "ai.decision"
 
     symbol: Symbol
-    bar_time: int
+    bar_time: OrderTime
     direction: Direction
     confidence: Annotated[float, Field(ge=0, le=1)]
-    intent_id: str
+    intent_id: Id
     model_version: str
 
 
@@ -139,13 +166,13 @@ class TradeIntent(Payload):
 
     event_type = "trade.intent"
 
-    intent_id: str
+    intent_id: Id
     symbol: Symbol
     side: Direction
     confidence: Annotated[float, Field(ge=0, le=1)]
     price: Positive
     atr: NonNegative
-    bar_time: int
+    bar_time: OrderTime
     model_version: str
 
 
@@ -177,8 +204,8 @@ class Plan(Payload):
 
     event_type = "apply.plan"
 
-    plan_id: str
-    intent_id: str
+    plan_id: Id
+    intent_id: Id
     symbol: Symbol
     side: Direction
     quantity: Positive
@@ -187,7 +214,7 @@ class Plan(Payload):
     leverage: Annotated[int, Field(ge=1, le=125)]
     confidence: Annotated[float, Field(ge=0, le=1)]
     size_multiplier: Positive
-    bar_time: int
+    bar_time: OrderTime
     exit_plan: ExitPlan
 
 
@@ -197,7 +224,7 @@ class RiskDecision(Payload):
 
     event_type = "risk.decision"
 
-    plan_id: str
+    plan_id: Id
     approved: bool
     reasons: tuple[str, ...]
     plan: Plan
@@ -222,8 +249,8 @@ class OrderRequest(Payload):
 
     event_type = "order.request"
 
-    client_order_id: str
-    plan_id: str
+    client_order_id: ClientOrderId
+    plan_id: Id
     symbol: Symbol
     side: OrderSide
     position_side: Direction
@@ -231,8 +258,8 @@ class OrderRequest(Payload):
     reference_price: Positive
     leverage: Annotated[int, Field(ge=1, le=125)]
     reduce_only: bool
-    reason: str
-    bar_time: int
+    reason: Annotated[str, Field(min_length=1)]
+    bar_time: OrderTime
     exit_plan: ExitPlan | None = None
 
 
@@ -242,23 +269,42 @@ class HarvestIntent(Payload):
 
     event_type = "harvest.intent"
 
-    harvest_id: str
-    position_id: str
+    harvest_id: Id
+    position_id: Id
     symbol: Symbol
     side: Direction
     fraction: Annotated[float, Field(gt=0, le=1)]
     price: Positive
-    reason: str
-    ts: int
+    reason: Annotated[str, Field(min_length=1)]
+    ts: OrderTime
+
+
+BookSource = Literal["rebuilt_from_venue", "rebuilt_from_local_record", "fresh", "state_lost"]
+BOOK_ORDER_ID = "book"  # client_order_id (and plan_id) of a ``book`` report
+
+
+class BookSummary(Record):
+    """The book execution starts from when its state key was missing (``kind`` = ``book``):
+    where it came from, and what it holds."""
+
+    source: BookSource
+    balance: Finite
+    positions: tuple[Symbol, ...]
+    open_orders: int = Field(ge=0)
+    detail: str = ""
 
 
 @EVENT_TYPES.register
 class ExecutionReport(Payload):
-    """What happened to an order: ack, fill (possibly partial) or reject."""
+    """What happened to an order: ack, fill (possibly partial), reject or cancel; or, with
+    ``kind`` = ``book``, which book execution rebuilt after its state was lost (``book``
+    set, ``reason`` its source; the order fields are placeholders: consumers that follow
+    orders skip this kind). Execution's own refusals of an entry (its last gate before the
+    exchange) are rejects with ``code`` None and the refusal in ``reason``."""
 
     event_type = "execution.report"
 
-    kind: Literal["ack", "fill", "reject", "cancel"]
+    kind: Literal["ack", "fill", "reject", "cancel", "book"]
     client_order_id: str
     plan_id: str
     symbol: Symbol
@@ -276,6 +322,18 @@ class ExecutionReport(Payload):
     exit_plan: ExitPlan | None = None
     position_quantity: NonNegative = 0.0  # open quantity of the position after this report
     liquidation_price: NonNegative = 0.0  # of the position after this report (0: none)
+    book: BookSummary | None = None
+
+    @classmethod
+    def book_report(cls, summary: BookSummary, ts: int) -> ExecutionReport:
+        """The ``book`` report of a rebuilt (or fresh) book."""
+        return cls(
+            kind="book", client_order_id=BOOK_ORDER_ID, plan_id=BOOK_ORDER_ID,
+            symbol=summary.positions[0] if summary.positions else "BTCUSDT", side="BUY",
+            position_side="LONG", position_id=None, quantity=0.0, price=0.0, fee=0.0,
+            reduce_only=True, reason=summary.source, message=summary.detail or None, ts=ts,
+            book=summary,
+        )
 
 
 @EVENT_TYPES.register

@@ -36,6 +36,32 @@ def _require(reason: str) -> str:
     return reason.strip()
 
 
+@app.command("init")
+def init(
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    after_loss: Annotated[bool, typer.Option(
+        "--after-loss", help="Re-initialise a fleet whose state was lost (ESS stays tripped).",
+    )] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required with --after-loss).")]
+    = "",
+) -> None:
+    """Initialise a new fleet on this Redis: its epoch and a clear emergency stop."""
+    from quantum.risk import ess, fleetstate
+
+    if after_loss:
+        _require(reason)
+    client = _connect(redis_url)
+    epoch, written = fleetstate.initialise(client, operator(), after_loss=after_loss)
+    if written and after_loss:
+        ess.trip(client, f"{fleetstate.STATE_LOST}: re-initialised after a loss: {reason}",
+                 by=operator(), evaluator=fleetstate.STATE_LOST)
+    if written:
+        typer.echo(f"fleet initialised: epoch {epoch.epoch}"
+                   + ("; the ESS stays tripped until `ess reset`" if after_loss else ""))
+    else:
+        typer.echo(f"already initialised: epoch {epoch.epoch} (by {epoch.by})")
+
+
 @ess_app.command("status")
 def ess_status(redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False) -> None:
     """Show the emergency stop and its recent audit trail."""

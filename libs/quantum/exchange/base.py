@@ -33,6 +33,12 @@ class Venue(Protocol):
 
     positions: dict[str, Any]  # open positions by symbol
 
+    def knows(self, client_order_id: str) -> bool:
+        """Whether this client order id is in the duplicate guard (kept for a time window)."""
+
+    def refuse(self, order: OrderRequest, ts: int, reason: str, message: str) -> ExecutionReport:
+        """Reject an entry before it reaches the book; its id joins the duplicate guard."""
+
     def submit(self, order: OrderRequest, ts: int) -> Reports:
         """Accept an entry order (idempotent per client order id)."""
 

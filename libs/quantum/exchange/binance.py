@@ -43,6 +43,11 @@ from quantum.exchange.weights import ENDPOINT_WEIGHTS, RateLimited, WeightBudget
 
 TIMESTAMP_OUTSIDE_WINDOW = -1021
 UNKNOWN_ORDER = -2013
+DUPLICATE_CLIENT_ORDER_ID = -4116
+# Answers that say nothing about whether an order was placed: the backend timed out or the
+# message bus answered oddly ("execution status unknown"), or the id is already taken (the
+# order exists). An order given one of these is queried, never booked as a reject.
+OUTCOME_UNKNOWN_CODES = frozenset({-1006, -1007, DUPLICATE_CLIENT_ORDER_ID})
 CANCEL_REJECTED = -2011
 NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
 INVALID_SYMBOL = -1121
@@ -167,6 +172,29 @@ class ExchangePosition:
             mark_price=_number(data, "markPrice", where),
             liquidation_price=_number(data, "liquidationPrice", where),
         )
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """The futures account: wallet balance and the leverage set per symbol."""
+
+    wallet_balance: float
+    leverage: dict[str, int]
+
+    @classmethod
+    def from_rest(cls, data: Any, asset: str = "USDT") -> AccountState:
+        where = "account"
+        balance: float | None = None
+        for row in _field(data, "assets", list, where):
+            if _field(row, "asset", str, f"{where}.assets") == asset:
+                balance = _number(row, "walletBalance", f"{where}.assets")
+        if balance is None:
+            balance = _number(data, "totalWalletBalance", where)
+        leverage: dict[str, int] = {}
+        for row in _field(data, "positions", list, where):
+            symbol = _field(row, "symbol", str, f"{where}.positions")
+            leverage[symbol] = int(_number(row, "leverage", f"{where}.positions"))
+        return cls(wallet_balance=balance, leverage=leverage)
 
 
 @dataclass
@@ -315,10 +343,17 @@ class BinanceFutures:
 
     def ensure_market(self, *, symbol: str, side: str, quantity: Decimal, client_order_id: str,
                       reduce_only: bool) -> tuple[OrderState, bool]:
-        """Query by client id, send only when absent: ``(order, sent_now)``.
+        """Query by client id, send when the query does not find it: ``(order, sent_now)``.
 
-        The retry path after a crash or an unknown outcome: a second order is impossible
-        because the first one is found by its client id."""
+        Reduce-only orders only (reconcile's close of a position the book does not know).
+        A query can miss an order that exists (a request that timed out may still land, and
+        a fresh order may not be visible yet), so sending on a miss can make a second order:
+        for a reduce-only order that is harmless, as it cannot open or grow a position (the
+        exchange refuses it with ``-2022`` once the position is closed). Entry orders never
+        come here: the live venue resolves an uncertain entry by querying until it is known
+        (:mod:`quantum.exchange.live`)."""
+        if not reduce_only:
+            raise ValueError("ensure_market sends on a query miss: reduce-only orders only")
         existing = self.query_order(symbol, client_order_id)
         if existing is not None:
             return existing, False
@@ -381,6 +416,10 @@ class BinanceFutures:
             raise ExchangeDataError(f"positionRisk: expected a list, got {type(answer).__name__}")
         parsed = (ExchangePosition.from_rest(p) for p in answer)
         return [p for p in parsed if p.amount != 0]
+
+    def account(self) -> AccountState:
+        """Wallet balance and per-symbol leverage (``GET /fapi/v2/account``)."""
+        return AccountState.from_rest(self._call("account", self.client.futures_account))
 
     def wallet_balance(self, asset: str = "USDT") -> float:
         answer = self._call("balance", self.client.futures_account_balance)

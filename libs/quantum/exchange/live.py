@@ -4,15 +4,48 @@ Crash safety is the point of this module. An order's life:
 
 1. ``submit``/``harvest`` (in the runner's handler) only records an **intent** with its
    client order id; the runner commits it with the ack of the event that caused it.
-2. ``poll`` (the runner's idle hook) sends intents in state ``new``. An intent restored
-   after a restart is ``uncertain`` — the process may have died after sending and before
-   recording — and is first **queried by its client order id**; only when the exchange has
-   no such order is it sent. A timeout makes an intent ``uncertain`` too. So an order is
-   placed at most once, whatever the crash point; the stand-in test kills the process
-   between send and record to prove it.
+2. ``poll`` (the runner's idle hook) sends intents in state ``new``, each exactly once. An
+   intent whose outcome is unknown is ``uncertain``: restored after a restart (the process
+   may have died after sending and before recording), or given an ambiguous answer (a
+   timeout, a broken connection, ``-1006``/``-1007`` "execution status unknown", ``-4116``
+   duplicate id, a malformed answer). An uncertain intent is **never sent again** while it
+   may exist; it is **queried by its client order id** on successive polls with back-off
+   (0.25 s doubling to 30 s) until the exchange knows it. "Unknown order" (``-2013``) to
+   such a query is not an answer: a request that timed out can still reach the matching
+   engine, and a fresh order may not be visible to queries yet. See "Declaring an order
+   not placed" below. The stand-in tests kill the process between send and record, and
+   time out a new order while answering "unknown order" to the first queries, to prove
+   an order is placed at most once.
 3. Fills arrive on the user data stream (``ORDER_TRADE_UPDATE``); while the stream is down
    or after a gap, open intents are polled over REST. Both sources give the *cumulative*
    filled quantity, so a fill seen twice is counted once, and partial fills add up.
+
+**Declaring an order not placed.** Binance refuses a signed request the moment it handles
+it when its ``timestamp`` is more than ``recvWindow`` behind the server clock (``-1021``).
+So once ``recvWindow`` has passed since the last send (measured on the local clock from just
+after the attempt, which is later than the request's timestamp), a request still in flight
+can no longer be *accepted*; what remains is the lag of queries behind the matching engine,
+which ``unknown_order_margin_s`` (60 s by default) covers with room to spare. An uncertain
+intent that every query (at least three) has answered "unknown order" through
+``recvWindow + unknown_order_margin_s`` after its last possible send is declared not
+placed. An entry is then reported as a reject (``-2013``, "not placed") and never sent:
+its approval is stale by then, and a later copy of it would be a new decision. A
+reduce-only exit is sent again under the *same* client id, at most twice: it cannot open
+or grow a position (the exchange refuses it with ``-2022``), and should the first exist
+after all the exchange answers ``-4116`` and the query resumes. An order that was
+acknowledged (``open``) and then queried as unknown is kept open and queried again: the
+exchange told us it exists.
+
+Done intents are kept for ``intent_retention_ms`` of event time, not by a count: the book
+must recognise a copy of an order for at least as long as its approval is fresh.
+
+**After state loss** (no state key at restore) the book is rebuilt from the exchange
+before any intent is sent: wallet balance and leverage (``account``), positions
+(``positionRisk``), open orders (``openOrders``) and the protective orders resting on
+them (``openAlgoOrders``). What the exchange does not know is lost and says so: position
+ids are new (``rb-<symbol>-<ms>``), realised PnL, fees and funding restart at zero, and a
+position without a resting stop has no protection until the exit-brain or reconcile gives
+it one.
 
 Positions, fees, funding and closed trades are booked as the paper exchange books them
 (:class:`~quantum.exchange.paper.Position`), so ``trade.closed`` means the same thing in
@@ -31,6 +64,7 @@ from typing import Any
 import structlog
 
 from quantum.contracts.events import (
+    BookSummary,
     ExecutionReport,
     ExitLevels,
     HarvestIntent,
@@ -42,6 +76,8 @@ from quantum.contracts.events import (
     TradeClosed,
 )
 from quantum.exchange.binance import (
+    OUTCOME_UNKNOWN_CODES,
+    UNKNOWN_ORDER,
     BinanceFutures,
     ExchangeRejected,
     ExchangeUnavailable,
@@ -55,6 +91,9 @@ from quantum.exchange.weights import RateLimited
 log = structlog.get_logger(component="live-venue")
 EPSILON = 1e-12
 OPEN_STATUSES = ("new", "uncertain", "open")
+QUERY_BACKOFF_S = (0.25, 30.0)  # first wait between queries of an uncertain order, and cap
+MIN_UNKNOWN_QUERIES = 3  # "unknown order" answers needed before an order is declared not placed
+MAX_EXIT_RESENDS = 2  # a reduce-only exit declared not placed is sent again at most this often
 
 
 @dataclass
@@ -80,6 +119,10 @@ class Intent:
     fees: float = 0.0
     attempts: int = 0
     error: str | None = None
+    sent_ms: int = 0  # wall clock just after the last send attempt (0: unknown)
+    queries: int = 0  # queries of this uncertain intent answered "unknown order"
+    next_query_ms: int = 0  # wall clock of the next query of an uncertain intent
+    resends: int = 0  # times a reduce-only exit declared not placed was sent again
 
 
 @dataclass
@@ -105,6 +148,11 @@ class LiveConfig:
         maintenance_margin_rate: for the liquidation price reported to the exit-brain.
         ws_url: user data stream base URL.
         protective_orders: keep stop and take-profit orders resting on the exchange.
+        recv_window_ms: the adapter's ``recvWindow`` (for declaring an order not placed).
+        unknown_order_margin_s: beyond ``recvWindow``, how long an order queried as unknown
+            stays uncertain before it is declared not placed.
+        intent_retention_ms: how long (event time) a done intent is kept as the duplicate
+            guard; longer than the approval freshness bound.
     """
 
     margin_type: str = "ISOLATED"
@@ -114,6 +162,9 @@ class LiveConfig:
     maintenance_margin_rate: float = 0.004
     ws_url: str = ""
     protective_orders: bool = True
+    recv_window_ms: int = 5000
+    unknown_order_margin_s: float = 60.0
+    intent_retention_ms: int = 3_600_000
 
 
 @dataclass
@@ -137,6 +188,8 @@ class LiveExchange:
     _last_poll: float = 0.0
     _last_keepalive: float = 0.0
     _last_balance: float = -1e18
+    rebuild_pending: bool = False  # state was lost: rebuild from the exchange before sending
+    rebuilt: BookSummary | None = None  # the last rebuild, until execution has reported it
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -148,7 +201,7 @@ class LiveExchange:
             "intents": {k: asdict(v) for k, v in self.intents.items()},
             "positions": {k: asdict(v) for k, v in self.positions.items()},
             "protections": {k: asdict(v) for k, v in self.protections.items()},
-            "listen_key": self.listen_key,
+            "listen_key": self.listen_key, "rebuild_pending": self.rebuild_pending,
         }
 
     def restore(self, data: dict[str, Any] | None) -> None:
@@ -164,10 +217,14 @@ class LiveExchange:
         self.intents = {k: Intent(**v) for k, v in data.get("intents", {}).items()}
         for intent in self.intents.values():
             if intent.status == "new":
-                intent.status = "uncertain"
+                # Sent or not before the process died: if it was, it was before now.
+                intent.status, intent.sent_ms = "uncertain", 0
+            if intent.status == "uncertain":
+                intent.next_query_ms = 0
         self.positions = {k: Position(**v) for k, v in data.get("positions", {}).items()}
         self.protections = {k: Protection(**v) for k, v in data.get("protections", {}).items()}
         self.listen_key = str(data.get("listen_key", ""))
+        self.rebuild_pending = bool(data.get("rebuild_pending", False))
 
     def close(self) -> None:
         if self._stream is not None:
@@ -175,6 +232,23 @@ class LiveExchange:
             self._stream = None
 
     # --- recording (in the handler; nothing is sent here) ---------------------------------
+
+    def knows(self, client_order_id: str) -> bool:
+        """Whether an intent with this client id is in the book (open, or done and kept)."""
+        return client_order_id in self.intents
+
+    def refuse(self, order: OrderRequest, ts: int, reason: str, message: str) -> ExecutionReport:
+        """A reject for an entry execution refused; kept as a done intent (duplicate guard)."""
+        self.clock_ms = max(self.clock_ms, ts)
+        intent = Intent(
+            client_order_id=order.client_order_id, plan_id=order.plan_id,
+            position_id=order.plan_id, symbol=order.symbol, side=order.side,
+            position_side=order.position_side, quantity=order.quantity,
+            reference_price=order.reference_price, leverage=order.leverage,
+            reduce_only=order.reduce_only, reason=reason, created_ts=ts, status="done",
+            error=f"{reason}: {message}")
+        self.intents[order.client_order_id] = intent
+        return self._report_for(intent, "reject", 0.0, 0.0, 0.0, ts, message=message)
 
     def submit(self, order: OrderRequest, ts: int) -> list[ExecutionReport]:
         if order.client_order_id in self.intents:
@@ -278,6 +352,13 @@ class LiveExchange:
         trades: list[TradeClosed] = []
         try:
             self._start(now_ms)
+            if self.rebuild_pending:
+                try:
+                    self._rebuild(now_ms)
+                except (ExchangeRejected, ExchangeDataError) as e:
+                    log.error("book rebuild failed; nothing is sent until it succeeds",
+                              error=str(e))
+                    return reports, trades, False
             changed = self._drain_stream(now_ms, reports, trades)
             self._send_intents(now_ms, reports, trades)
             changed |= self._poll_open(now_ms, reports, trades)
@@ -363,30 +444,86 @@ class LiveExchange:
                       trades: list[TradeClosed]) -> None:
         for intent in sorted(self.intents.values(), key=lambda i: (i.created_ts,
                                                                    i.client_order_id)):
-            if intent.status not in ("new", "uncertain"):
-                continue
-            intent.attempts += 1
-            try:
-                state = self._send(intent)
-            except OrderRefused as e:
+            if intent.status == "uncertain":
+                self._resolve(intent, now_ms, reports, trades)
+            elif intent.status == "new":
+                self._send_new(intent, now_ms, reports, trades)
+
+    def _send_new(self, intent: Intent, now_ms: int, reports: list[ExecutionReport],
+                  trades: list[TradeClosed]) -> None:
+        """Send an intent once; an answer that leaves its outcome unknown makes it uncertain."""
+        intent.attempts += 1
+        try:
+            state = self._send(intent)
+        except OrderRefused as e:  # refused here, before anything was sent
+            reports.append(self._reject(intent, e.code, e.message, now_ms))
+            return
+        except ExchangeRejected as e:
+            if e.code in OUTCOME_UNKNOWN_CODES or e.status >= 500:
+                self._uncertain(intent, f"{e.code}: {e.message}", now_ms)
+            else:
                 reports.append(self._reject(intent, e.code, e.message, now_ms))
-                continue
-            except ExchangeRejected as e:
-                reports.append(self._reject(intent, e.code, e.message, now_ms))
-                continue
-            except ExchangeUnavailable as e:
-                intent.status, intent.error = "uncertain", str(e)
-                log.warning("order outcome unknown; will query by client id",
-                            client_order_id=intent.client_order_id, error=str(e))
-                continue
-            except ExchangeDataError as e:
-                intent.status, intent.error = "uncertain", str(e)
-                log.error("malformed order answer; will query by client id",
-                          client_order_id=intent.client_order_id, error=str(e))
-                continue
-            intent.status = "open"
+            return
+        except (ExchangeUnavailable, ExchangeDataError) as e:
+            self._uncertain(intent, str(e), now_ms)
+            return
+        intent.status = "open"
+        reports.append(self._report_for(intent, "ack", 0.0, 0.0, 0.0, now_ms))
+        self._apply_rest(intent, state, now_ms, reports, trades)
+
+    def _uncertain(self, intent: Intent, error: str, now_ms: int) -> None:
+        intent.status, intent.error = "uncertain", error
+        intent.sent_ms, intent.queries = max(now_ms, int(time.time() * 1000)), 0
+        intent.next_query_ms = now_ms + int(QUERY_BACKOFF_S[0] * 1000)
+        log.warning("order outcome unknown; querying by client id",
+                    client_order_id=intent.client_order_id, error=error)
+
+    def _resolve(self, intent: Intent, now_ms: int, reports: list[ExecutionReport],
+                 trades: list[TradeClosed]) -> None:
+        """Query an uncertain intent by its client id (never re-send it while it may exist)."""
+        if now_ms < intent.next_query_ms:
+            return
+        if intent.sent_ms == 0:  # restored: any send happened before this first query
+            intent.sent_ms = now_ms
+        try:
+            state = self.adapter.query_order(intent.symbol, intent.client_order_id)
+        except (ExchangeRejected, ExchangeDataError) as e:
+            # Not an answer about the order (a refused or malformed query): ask again later,
+            # and never count it towards declaring the order not placed.
+            log.warning("query of an uncertain order failed", error=str(e),
+                        client_order_id=intent.client_order_id)
+            intent.error = str(e)
+            intent.next_query_ms = now_ms + int(QUERY_BACKOFF_S[1] * 1000)
+            return
+        if state is not None:
+            log.info("uncertain order found on the exchange",
+                     client_order_id=intent.client_order_id, queries=intent.queries + 1)
+            intent.status, intent.queries = "open", 0
             reports.append(self._report_for(intent, "ack", 0.0, 0.0, 0.0, now_ms))
             self._apply_rest(intent, state, now_ms, reports, trades)
+            return
+        intent.queries += 1
+        deadline = (intent.sent_ms + self.config.recv_window_ms
+                    + int(self.config.unknown_order_margin_s * 1000))
+        if intent.queries >= MIN_UNKNOWN_QUERIES and now_ms >= deadline:
+            self._not_placed(intent, now_ms, reports)
+            return
+        wait = min(QUERY_BACKOFF_S[1], QUERY_BACKOFF_S[0] * 2 ** (intent.queries - 1))
+        intent.next_query_ms = now_ms + int(wait * 1000)
+
+    def _not_placed(self, intent: Intent, now_ms: int, reports: list[ExecutionReport]) -> None:
+        seconds = (now_ms - intent.sent_ms) / 1000
+        log.warning("order unknown to the exchange past recvWindow; declared not placed",
+                    client_order_id=intent.client_order_id, queries=intent.queries,
+                    seconds=round(seconds, 1), reduce_only=intent.reduce_only)
+        if intent.reduce_only and intent.resends < MAX_EXIT_RESENDS:
+            intent.resends += 1
+            intent.status, intent.queries = "new", 0
+            return
+        reports.append(self._reject(
+            intent, UNKNOWN_ORDER,
+            f"not placed: unknown to the exchange after {intent.queries} queries over "
+            f"{seconds:.0f} s", now_ms))
 
     def _send(self, intent: Intent) -> OrderState:
         filters = self.adapter.filters(intent.symbol)
@@ -398,11 +535,6 @@ class LiveExchange:
             "symbol": intent.symbol, "side": intent.side, "quantity": quantity,
             "client_order_id": intent.client_order_id, "reduce_only": intent.reduce_only,
         }
-        if intent.status == "uncertain":
-            state, sent = self.adapter.ensure_market(**arguments)
-            log.info("uncertain intent resolved", client_order_id=intent.client_order_id,
-                     found_on_exchange=not sent)
-            return state
         return self.adapter.place_market(**arguments)
 
     def _poll_open(self, now_ms: int, reports: list[ExecutionReport],
@@ -421,7 +553,9 @@ class LiveExchange:
                 continue
             state = self.adapter.query_order(intent.symbol, intent.client_order_id)
             if state is None:
-                reports.append(self._reject(intent, -2013, "Order does not exist.", now_ms))
+                # The exchange acknowledged it: a miss now is a lagging query, not a reject.
+                log.warning("acknowledged order not found by its query; asking again",
+                            client_order_id=intent.client_order_id)
                 continue
             changed |= self._apply_rest(intent, state, now_ms, reports, trades)
         if time.monotonic() - self._last_balance >= 60.0:
@@ -430,10 +564,80 @@ class LiveExchange:
         self._prune()
         return changed
 
-    def _prune(self, keep: int = 2000) -> None:
-        done = [k for k, v in self.intents.items() if v.status == "done"]
-        for key in done[: max(0, len(done) - keep)]:
+    def _prune(self) -> None:
+        """Forget done intents older than the retention window (event time)."""
+        horizon = self.clock_ms - self.config.intent_retention_ms
+        for key in [k for k, v in self.intents.items()
+                    if v.status == "done" and v.created_ts < horizon]:
             del self.intents[key]
+
+    # --- rebuild after state loss ---------------------------------------------------------
+
+    def _rebuild(self, now_ms: int) -> None:
+        """The book from the exchange: balance, positions, open and protective orders."""
+        account = self.adapter.account()
+        exchange_positions = self.adapter.positions()
+        open_orders = self.adapter.open_orders()
+        protective = self.adapter.open_protective() if self.config.protective_orders else []
+        self.balance = account.wallet_balance
+        self._last_balance = time.monotonic()
+        self.realised_pnl = self.fees_paid = self.funding_paid = 0.0
+        self.clock_ms = max(self.clock_ms, now_ms)
+        self.positions, self.protections = {}, {}
+        for found in exchange_positions:
+            self.positions[found.symbol] = Position(
+                position_id=f"rb-{found.symbol}-{now_ms}", symbol=found.symbol,
+                side=found.side, quantity=abs(found.amount),
+                initial_quantity=abs(found.amount), entry_price=found.entry_price,
+                leverage=max(1, account.leverage.get(found.symbol, 1)), opened_ts=now_ms,
+                stop_distance=0.0, exit_plan=None, mark_price=found.mark_price)
+        for order in open_orders:
+            self._adopt_open_order(order, now_ms)
+        self._adopt_protection(protective)
+        self.rebuild_pending = False
+        self.rebuilt = BookSummary(
+            source="rebuilt_from_venue", balance=self.balance,
+            positions=tuple(sorted(self.positions)),
+            open_orders=sum(1 for i in self.intents.values() if i.status in OPEN_STATUSES),
+            detail=f"{len(self.protections)} of {len(self.positions)} positions protected by "
+                   "resting stops")
+        log.warning("book rebuilt from the exchange", balance=self.balance,
+                    positions=sorted(self.positions), open_orders=self.rebuilt.open_orders)
+
+    def _adopt_open_order(self, order: OrderState, now_ms: int) -> None:
+        if order.client_order_id in self.intents:
+            return  # recorded since the restore
+        held = self.positions.get(order.symbol)
+        if held is not None and (order.reduce_only or held.side == (
+                "LONG" if order.side == "BUY" else "SHORT")):
+            position_id, position_side = held.position_id, held.side
+        else:
+            position_id = f"rb-{order.client_order_id}"
+            position_side = "LONG" if order.side == "BUY" else "SHORT"
+        self.intents[order.client_order_id] = Intent(
+            client_order_id=order.client_order_id, plan_id=position_id, position_id=position_id,
+            symbol=order.symbol, side=order.side, position_side=position_side,
+            quantity=order.quantity,
+            reference_price=order.average_price or (held.mark_price if held else 0.0),
+            leverage=held.leverage if held else 1, reduce_only=order.reduce_only,
+            reason="rebuilt", created_ts=now_ms, status="open",
+            executed=order.executed_quantity,
+            cost=order.executed_quantity * order.average_price)
+
+    def _adopt_protection(self, protective: list[Any]) -> None:
+        """Take over the stop (and take-profit) resting on each rebuilt position."""
+        for symbol in self.positions:
+            stops = [o for o in protective if o.symbol == symbol and o.order_type == "STOP_MARKET"]
+            takes = [o for o in protective
+                     if o.symbol == symbol and o.order_type == "TAKE_PROFIT_MARKET"]
+            if not stops:
+                continue
+            stop, take = stops[0], takes[0] if takes else None
+            self.protections[symbol] = Protection(
+                stop=stop.trigger_price, take_profit=take.trigger_price if take else None,
+                placed_stop_id=stop.client_algo_id, placed_stop=stop.trigger_price,
+                placed_tp_id=take.client_algo_id if take else None,
+                placed_tp=take.trigger_price if take else None)
 
     def _apply_rest(self, intent: Intent, state: OrderState, now_ms: int,
                     reports: list[ExecutionReport], trades: list[TradeClosed]) -> bool:

@@ -14,6 +14,12 @@
 
 Every figure a closed trade reports (fees, funding, PnL) is counted once, on that trade, so
 ``final balance = initial balance + Σ net PnL`` holds exactly up to float rounding.
+
+Duplicate guard: every client order id submitted is kept, with its event time, for
+``order_retention_ms`` of event time (execution sets it longer than the approval freshness
+bound, so a copy of an order arriving later than that is refused as stale before it gets
+here) and persisted with the book. It is bounded by time, not by a count: a burst of
+orders cannot push out an id that is still inside its freshness window.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from quantum.contracts.events import (
 )
 
 DUST = 1e-9  # a remaining quantity below this share of the original closes the position
+DEFAULT_ORDER_RETENTION_MS = 3_600_000
 MARGIN_INSUFFICIENT = -2019
 REDUCE_ONLY_REJECTED = -2022
 
@@ -94,12 +101,15 @@ class PaperExchange:
     pending: dict[str, list[PendingOrder]] = field(default_factory=dict)  # by symbol
     last_tick_ts: dict[str, int] = field(default_factory=dict)
     last_price: dict[str, float] = field(default_factory=dict)
-    seen_orders: list[str] = field(default_factory=list)
+    seen_orders: dict[str, int] = field(default_factory=dict)  # client order id -> event ms
     clock_ms: int = 0
+    order_retention_ms: int = DEFAULT_ORDER_RETENTION_MS
 
     def __post_init__(self) -> None:
         if self.balance == 0.0 and not self.positions:
             self.balance = self.initial_balance
+        if isinstance(self.seen_orders, list):  # a snapshot from before the ids had times
+            self.seen_orders = dict.fromkeys(self.seen_orders, self.clock_ms)
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -134,13 +144,31 @@ class PaperExchange:
     def equity(self) -> float:
         return self.balance + sum(p.unrealised() for p in self.positions.values())
 
+    def knows(self, client_order_id: str) -> bool:
+        """Whether an order with this client id was submitted inside the retention window."""
+        return client_order_id in self.seen_orders
+
+    def _forget_old_orders(self) -> None:
+        horizon = self.clock_ms - self.order_retention_ms
+        if self.seen_orders and min(self.seen_orders.values()) < horizon:
+            self.seen_orders = {k: t for k, t in self.seen_orders.items() if t >= horizon}
+
+    def refuse(self, order: OrderRequest, ts: int, reason: str, message: str) -> ExecutionReport:
+        """A reject for an entry execution refused before the book saw it; its id is kept,
+        so a copy of it arriving later is a duplicate, not a new order."""
+        self.clock_ms = max(self.clock_ms, ts)
+        self.seen_orders[order.client_order_id] = ts
+        self._forget_old_orders()
+        return self._report("reject", order, None, 0.0, 0.0, 0.0, ts, reason=reason,
+                            message=message)
+
     def submit(self, order: OrderRequest, ts: int) -> list[ExecutionReport]:
         """Queue an entry order for the next tick; duplicates (same client id) are ignored."""
         if order.client_order_id in self.seen_orders:
             return []
-        self.seen_orders.append(order.client_order_id)
-        del self.seen_orders[:-500]
         self.clock_ms = max(self.clock_ms, ts)
+        self.seen_orders[order.client_order_id] = ts
+        self._forget_old_orders()
         self.pending.setdefault(order.symbol, []).append(
             PendingOrder(order.model_dump(mode="json"), order.bar_time)
         )
@@ -290,7 +318,7 @@ class PaperExchange:
         self.fees_paid += fee
         order = OrderRequest(
             client_order_id=client_order_id
-            or f"qx-{position.position_id.replace('-', '')[:20]}-{ts}",
+            or f"qx-{position.position_id.replace('-', '')[:19]}-{ts}",
             plan_id=position.position_id,
             symbol=position.symbol,
             side=side,

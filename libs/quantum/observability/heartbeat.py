@@ -22,8 +22,17 @@ class Beacon:
     """``beat()`` each loop turn: pings the watchdog and, once a second, refreshes
     ``quantum:heartbeat:<service>`` (JSON: service, consumer, pid, host, ts) with a TTL."""
 
-    def __init__(self, client: redis.Redis, service: str, consumer: str, ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        service: str,
+        consumer: str,
+        ttl_s: int,
+        *,
+        watch_key: str | None = None,
+    ) -> None:
         self.client = client
+        self.watch_key = watch_key
         self.key = heartbeat_key(service)
         self.ttl_s = ttl_s
         self.notifier = Notifier()
@@ -36,11 +45,19 @@ class Beacon:
         }
         self._last = 0.0
 
-    def beat(self, force: bool = False) -> None:
+    def beat(self, force: bool = False) -> tuple[bytes | None] | None:
+        """Refresh the heartbeat (at most once a second). When it did and a ``watch_key`` is
+        set, returns that key's value read in the same round trip (the fleet epoch)."""
         self.notifier.watchdog()
         now = time.time()
         if not force and now - self._last < 1.0:
-            return
+            return None
         self._last = now
         self._beat["ts"] = now
-        self.client.set(self.key, orjson.dumps(self._beat), ex=self.ttl_s)
+        if self.watch_key is None:
+            self.client.set(self.key, orjson.dumps(self._beat), ex=self.ttl_s)
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.key, orjson.dumps(self._beat), ex=self.ttl_s)
+        pipe.get(self.watch_key)
+        return (pipe.execute()[1],)

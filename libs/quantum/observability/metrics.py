@@ -35,6 +35,19 @@ RECLAIMED = Counter(
     "quantum_bus_reclaimed_total", "Entries reclaimed from dead consumers", ["service", "stream"]
 )
 HANDLER_ERRORS = Counter("quantum_bus_handler_errors_total", "Handler exceptions", ["service"])
+REDIS_REACHABLE = Gauge(
+    "quantum_bus_redis_reachable", "1 while the service reaches Redis, 0 during an outage",
+    ["service"],
+)
+BUS_OUTAGES = Counter("quantum_bus_outages_total", "Bus outages survived", ["service"])
+COMMIT_REFUSED = Counter(
+    "quantum_bus_commit_refused_total",
+    "Commits refused before writing (NOTOWNER, STALE, DUPLICATE)",
+    ["service", "reason"],
+)
+STATE_LOST = Counter(
+    "quantum_bus_state_lost_total", "Times the service found the fleet's state lost", ["service"]
+)
 UP = Gauge("quantum_service_up", "1 while the service loop runs", ["service"])
 
 

@@ -79,6 +79,7 @@ APPLY_REFUSAL_KEY = state_key("apply-layer:last-refusal")  # why the last approv
 EXIT_BRAIN_KEY = state_key("exit-brain")
 AI_ENGINE_KEY = state_key("ai-engine")
 REPLAY_KEY = state_key("replay")
+FLEET_KEY = state_key("fleet")  # quantum.risk.fleetstate: the fleet epoch (quantumctl init)
 ESS_KEY = state_key("ess")  # quantum.risk.ess: written by evaluators and operators
 ESS_AUDIT_KEY = state_key("ess:audit")
 POLICY_KEY = state_key("policy")  # quantum.risk.policy: written by operators
@@ -140,7 +141,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
         consumes=(s.MARKET_KLINES, s.APPLY_PLAN, s.EXECUTION_RESULT),
         produces=(s.RISK_DECISION, s.RISK_EVENTS),
         inspects=(s.MARKET_TICK,),
-        state_keys=(GOVERNOR_KEY, ESS_KEY, ESS_AUDIT_KEY, POLICY_KEY, POLICY_HISTORY_KEY),
+        state_keys=(GOVERNOR_KEY, ESS_KEY, ESS_AUDIT_KEY, POLICY_KEY, POLICY_HISTORY_KEY,
+                    FLEET_KEY),
         port=9105,
     ),
     ServiceSpec(
@@ -302,6 +304,12 @@ def settlement_pairs() -> list[tuple[str, str]]:
         if spec.name in SETTLEMENT_SERVICES
         for stream in spec.consumes
     ]
+
+
+def version_key(spec: ServiceSpec) -> str | None:
+    """The version counter of a service's state (under its first state key, so it is owned
+    with it): its runner commits only against the version it restored."""
+    return f"{spec.state_keys[0]}:version" if spec.state_keys else None
 
 
 def settings_class(spec: ServiceSpec) -> Any:

@@ -32,7 +32,7 @@ from quantum.registry.fleet import PORTFOLIO_KEY, REPLAY_KEY, SERVICES, replay_b
 from quantum.replay import report as reporting
 from quantum.replay.barrier import Barrier
 from quantum.replay.data import DataError, available_symbols, kline_path, load_symbol
-from quantum.risk import policy
+from quantum.risk import fleetstate, policy
 
 PUBLISHER = "market-publisher"
 INITIAL_BALANCE = 10_000.0
@@ -178,6 +178,7 @@ def _run(
     root = Path(__file__).resolve().parents[3]
     env = _service_env(request, redis_url)
     changes = {"universe.symbols": list(request.symbols), **dict(request.policy)}
+    fleetstate.initialise(client, "replay")  # an empty Redis: a new fleet, by definition
     policy.write(client, changes, by="replay", reason="replay universe and overrides")
     fleet = Supervisor(consumers, env=env, workdir=root, log_dir=log_dir, max_restarts=3)
     publisher = Supervisor([PUBLISHER], env=env, workdir=root, log_dir=log_dir, max_restarts=3)

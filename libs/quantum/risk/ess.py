@@ -9,6 +9,12 @@ the brake from the equity peak), system health (missing heartbeats of required s
 consecutive execution errors, a stale data feed, and the manual trigger here. A trip makes
 the risk-governor reject every plan and the apply-layer refuse every entry order; exits are
 never blocked. *Pause* is the operator's softer switch: no new entries, no other action.
+
+Unknown state is unsafe state: a missing or unreadable key reads as **tripped** with the
+reason ``state_unknown`` (:data:`UNKNOWN`), never as clear. A new fleet is given a clear ESS
+by :func:`quantum.risk.fleetstate.initialise` (``quantumctl init``); a Redis that lost its
+data therefore stops new risk by itself, and the runners add the explicit ``state_lost``
+trip when they notice the fleet epoch is gone (:mod:`quantum.risk.fleetstate`).
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ import orjson
 import redis
 from pydantic import BaseModel, ConfigDict
 
-ESS_KEY = "quantum:state:ess"  # declared in the fleet registry (risk-governor)
-ESS_AUDIT_KEY = "quantum:state:ess:audit"
+from quantum.registry.fleet import ESS_AUDIT_KEY, ESS_KEY
+
 AUDIT_LIMIT = 10_000
 
 
@@ -50,12 +56,32 @@ class EssState(BaseModel):
         return None
 
 
+UNKNOWN = EssState(tripped=True, reason="state_unknown", evaluator="state", by="nobody")
+CLEAR = EssState()
+
+
 def status(client: redis.Redis) -> EssState:
     return parse(client.get(ESS_KEY))
 
 
 def parse(raw: bytes | None) -> EssState:
-    return EssState.model_validate_json(raw) if raw is not None else EssState()
+    """The stored state; a missing or unreadable value is :data:`UNKNOWN` (tripped)."""
+    if raw is None:
+        return UNKNOWN
+    try:
+        return EssState.model_validate_json(raw)
+    except ValueError:
+        return UNKNOWN.model_copy(update={"reason": "state_unreadable"})
+
+
+def stored(raw: bytes | None) -> EssState | None:
+    """The stored state, or None when the key is missing or unreadable."""
+    if raw is None:
+        return None
+    try:
+        return EssState.model_validate_json(raw)
+    except ValueError:
+        return None
 
 
 def _audit(pipe: Any, action: str, by: str, reason: str, at: int, extra: dict[str, Any]) -> None:
@@ -70,11 +96,11 @@ def _update(client: redis.Redis, change: Any) -> tuple[EssState, EssState]:
         while True:
             try:
                 pipe.watch(ESS_KEY)
-                raw = pipe.get(ESS_KEY)
-                old = EssState.model_validate_json(raw) if raw is not None else EssState()
+                found = stored(pipe.get(ESS_KEY))
+                old = found if found is not None else UNKNOWN
                 new, action, by, reason, at, extra = change(old)
                 pipe.multi()
-                if new != old:
+                if new != old or found is None:
                     pipe.set(ESS_KEY, new.model_dump_json())
                 if action is not None:
                     _audit(pipe, action, by, reason, at, extra)
@@ -91,9 +117,9 @@ def trip(
     when = at if at is not None else int(time.time() * 1000)
 
     def change(old: EssState) -> Any:
-        if old.tripped:
+        if old.tripped and old is not UNKNOWN:
             return old, None, by, reason, when, {}
-        new = old.model_copy(
+        new = (CLEAR if old is UNKNOWN else old).model_copy(
             update={
                 "tripped": True,
                 "reason": reason,
@@ -115,7 +141,7 @@ def reset(client: redis.Redis, reason: str, by: str) -> EssState:
     when = int(time.time() * 1000)
 
     def change(old: EssState) -> Any:
-        new = old.model_copy(
+        new = (CLEAR if old is UNKNOWN else old).model_copy(
             update={"tripped": False, "reason": "", "evaluator": "", "tripped_at": 0, "by": ""}
         )
         return new, "reset", by, reason, when, {"was": old.reason}

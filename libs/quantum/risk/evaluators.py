@@ -58,12 +58,14 @@ class DrawdownEvaluator:
 
 @dataclass
 class ExecutionErrorsEvaluator:
-    """Consecutive rejects from the exchange; any fill or ack resets the count."""
+    """Consecutive rejects from the exchange; any fill or ack resets the count. A refusal by
+    execution's own gate (ESS, stale approval: a reject with no exchange code) is the fleet
+    protecting itself, not an exchange error, and is not counted."""
 
     consecutive: int = 0
 
     def observe(self, report: ExecutionReport, policy: RiskPolicy) -> str | None:
-        if report.kind == "reject":
+        if report.kind == "reject" and report.code is not None:
             self.consecutive += 1
         elif report.kind in ("fill", "ack"):
             self.consecutive = 0

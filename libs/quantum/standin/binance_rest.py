@@ -20,7 +20,10 @@ set by :meth:`FuturesVenue.set_price` crosses their trigger. Every fill is pushe
 user data stream (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``) at ``/ws/<listenKey>``.
 
 Fault and drift injection for tests: :meth:`~FuturesVenue.fail_next`,
-:meth:`~FuturesVenue.rate_limit`, :meth:`~FuturesVenue.stall_orders`,
+:meth:`~FuturesVenue.rate_limit`, :meth:`~FuturesVenue.stall_orders` (a new order is placed
+and filled, but its answer is held past the client's timeout),
+:meth:`~FuturesVenue.hide_orders` (queries answer ``-2013`` for orders that exist, as a
+query lagging the matching engine does),
 :meth:`~FuturesVenue.skew_clock`, :meth:`~FuturesVenue.drop_user_streams`,
 :meth:`~FuturesVenue.open_position_behind`, :meth:`~FuturesVenue.close_position_behind`.
 """
@@ -162,6 +165,7 @@ class Account:
     faults: list[Fault] = field(default_factory=list)
     partial_fraction: Decimal | None = None
     stall_seconds: float = 0.0
+    hidden_queries: int = 0  # the next this many queries of existing orders answer -2013
     skew_ms: int = 0
     banned_until_ms: int = 0
     storm_remaining: int = 0
@@ -330,6 +334,11 @@ class FuturesVenue:
                 self._release = None
         self._call(run)
 
+    def hide_orders(self, queries: int) -> None:
+        """Answer "unknown order" (``-2013``) to the next ``queries`` order queries, even for
+        orders that exist."""
+        self._do(lambda a: setattr(a, "hidden_queries", queries))
+
     def skew_clock(self, milliseconds: int) -> None:
         self._do(lambda a: setattr(a, "skew_ms", milliseconds))
 
@@ -378,7 +387,7 @@ class FuturesVenue:
         minute = now // 60_000
         if minute != a.weight_minute:
             a.weight_minute, a.weight_used = minute, 0
-        a.weight_used += 5 if request.path.endswith(("positionRisk", "balance")) else 1
+        a.weight_used += 5 if request.path.endswith(("positionRisk", "balance", "account")) else 1
         headers = {"X-MBX-USED-WEIGHT-1M": str(a.weight_used)}
         if now < a.banned_until_ms:
             wait = max(1, (a.banned_until_ms - now + 999) // 1000)
@@ -492,6 +501,7 @@ class FuturesVenue:
         app.router.add_get("/fapi/v1/openAlgoOrders", self._open_algo)
         app.router.add_get("/fapi/v3/positionRisk", self._position_risk)
         app.router.add_get("/fapi/v3/balance", self._balance)
+        app.router.add_get("/fapi/v2/account", self._account)
         app.router.add_post("/fapi/v1/listenKey", self._listen_key)
         app.router.add_put("/fapi/v1/listenKey", self._listen_key)
         app.router.add_delete("/fapi/v1/listenKey", self._listen_key)
@@ -597,6 +607,9 @@ class FuturesVenue:
         order = self.account.orders.get(params.get("origClientOrderId", ""))
         if order is None or order.symbol != params.get("symbol"):
             return binance_error(400, -2013, "Order does not exist.")
+        if self.account.hidden_queries > 0:
+            self.account.hidden_queries -= 1
+            return binance_error(400, -2013, "Order does not exist.")
         return web.json_response(order.rest())
 
     async def _cancel_order(self, request: web.Request) -> web.Response:
@@ -701,6 +714,30 @@ class FuturesVenue:
                          "unRealizedProfit": text((mark - position.entry) * position.amount),
                          "isolatedMargin": "0", "notional": text(mark * position.amount)})
         return web.json_response(rows)
+
+    async def _account(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v2/account``: wallet balance, and leverage per symbol."""
+        params = await self._params(request, signed=True)
+        if isinstance(params, web.Response):
+            return params
+        a = self.account
+        balance = text(a.balance)
+        positions = []
+        for symbol in sorted(a.rules):
+            position = a.positions.get(symbol, VenuePosition())
+            positions.append({
+                "symbol": symbol, "positionSide": "BOTH", "positionAmt": text(position.amount),
+                "entryPrice": text(position.entry), "leverage": str(a.leverage.get(symbol, 20)),
+                "isolated": a.margin_type.get(symbol, "CROSSED") == "ISOLATED",
+                "unrealizedProfit": "0", "initialMargin": "0", "maintMargin": "0",
+            })
+        return web.json_response({
+            "totalWalletBalance": balance, "totalMarginBalance": balance,
+            "availableBalance": balance, "canTrade": True, "updateTime": a.now_ms(),
+            "assets": [{"asset": "USDT", "walletBalance": balance, "marginBalance": balance,
+                        "availableBalance": balance, "unrealizedProfit": "0"}],
+            "positions": positions,
+        })
 
     async def _balance(self, request: web.Request) -> web.Response:
         params = await self._params(request, signed=True)
