@@ -87,19 +87,32 @@ def bus_unavailable(error: BaseException) -> bool:
 
 # The commit: checks first (nothing is written unless all pass), then the writes in order.
 # ARGV: group, consumer, version key ("" = unversioned), expected version, bump (0/1),
-#       n ownership checks + (stream, id)…, n guards + (key, member)…,
+#       n streams + (stream, first id, last id, k, k ids…)…, n guards + (key, member)…,
 #       then each command as (argc, args…).
 COMMIT_SCRIPT = """
 local group, consumer, vkey, expected, bump = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local i = 6
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  local stream, id = ARGV[i], ARGV[i + 1]
-  i = i + 2
-  local ok, owned = pcall(redis.call, 'XPENDING', stream, group, id, id, 1, consumer)
-  if not ok or #owned == 0 then
-    return redis.error_reply('NOTOWNER ' .. stream .. ' ' .. id)
+  local stream, first, last, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  i = i + 4
+  local limit = k * 4 + 64
+  local ok, rows = pcall(redis.call, 'XPENDING', stream, group, first, last, limit, consumer)
+  if not ok then
+    return redis.error_reply('NOTOWNER ' .. stream .. ' (no group)')
   end
+  local mine = {}
+  for _, row in ipairs(rows) do mine[row[1]] = true end
+  for j = i, i + k - 1 do
+    local id = ARGV[j]
+    if not mine[id] then
+      local one = (#rows >= limit) and redis.call('XPENDING', stream, group, id, id, 1, consumer)
+      if not one or #one == 0 then
+        return redis.error_reply('NOTOWNER ' .. stream .. ' ' .. id)
+      end
+    end
+  end
+  i = i + k
 end
 local version = expected
 if vkey ~= '' then
@@ -707,7 +720,7 @@ class Runner:
             self.sub.version_key or "",
             self._version,
             "1" if versioned and out.writes else "0",
-            len(owned) // 2,
+            sum(1 for ids in acks.values() if ids),
             *owned,
             len(out.guards),
         ]
@@ -755,10 +768,12 @@ class Runner:
             acks.setdefault(item.stream, []).append(item.entry_id)
         owned: list[str | bytes | int | float] = []
         for stream, ids in acks.items():
+            if not ids:
+                continue
             for i in range(0, len(ids), ACK_CHUNK):
                 commands.append(("XACK", stream, self.sub.group, *ids[i : i + ACK_CHUNK]))
-            for entry_id in ids:
-                owned += (stream, entry_id)
+            ordered = sorted(ids, key=_order)
+            owned += (stream, ordered[0], ordered[-1], len(ids), *ids)
         if self.config.commit_channel is not None:
             commands.append(("PUBLISH", self.config.commit_channel, self._name))
         return commands, owned, produced
@@ -839,6 +854,11 @@ class Runner:
                     lag = g.get("lag")
                     if lag is not None:
                         metrics.GROUP_LAG.labels(self._name, key).set(int(lag))
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _id(value: bytes | str) -> str:

@@ -19,6 +19,8 @@ operator and a script see the same facts:
   ``undeclared_stream``   a ``quantum:stream:*`` key outside the catalogue
   ``undeclared_state_key`` a ``quantum:state:*`` key no service owns (a key ``K:…`` under an
                           owned key ``K`` counts as owned)
+  ``redis_not_durable``   the Redis does not keep its data (AOF off, or keys may be evicted):
+                          a restart would lose the ESS, the books and the guards
 
 ``verify`` fails on the kinds in :data:`DRIFT_KINDS`; the rest are runtime hazards that
 ``status`` shows.
@@ -237,6 +239,9 @@ def truth_map(client: redis.Redis, state: dict[str, Any] | None) -> dict[str, An
     for key in sorted(_text(k) for k in client.scan_iter(match=STATE_PREFIX + "*", count=1000)):
         if not _is_owned(key, owned):
             flags.append(Flag("undeclared_state_key", key, "no service in the registry owns it"))
+    durability = redis_durability(client)
+    if not durability["durable"]:
+        flags.append(Flag("redis_not_durable", "redis", durability["detail"]))
     trading = trading_state(client, beats)
     for reason in trading["blocked_by"]:
         flags.append(Flag("trading_blocked", "entries", reason))
@@ -245,16 +250,38 @@ def truth_map(client: redis.Redis, state: dict[str, Any] | None) -> dict[str, An
         "services": services,
         "streams": streams,
         "trading": trading,
+        "redis": durability,
         "flags": [flag.as_dict() for flag in flags],
     }
 
 
+def redis_durability(client: redis.Redis) -> dict[str, Any]:
+    """Whether the Redis keeps its data across a restart (AOF on, nothing evicted): the
+    fleet's state lives there (deploy/redis/redis.conf)."""
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("maxmemory-policy")}
+    except redis.ResponseError as e:  # CONFIG renamed or disabled: say so, do not guess
+        return {"durable": False, "detail": f"CONFIG GET refused: {e}"}
+    appendonly = _text(config.get("appendonly", "")) == "yes"
+    policy_name = _text(config.get("maxmemory-policy", ""))
+    problems = []
+    if not appendonly:
+        problems.append("appendonly is off: a restart loses every key")
+    if policy_name != "noeviction":
+        problems.append(f"maxmemory-policy is {policy_name}: keys may be evicted")
+    return {"durable": not problems, "appendonly": appendonly, "maxmemory_policy": policy_name,
+            "detail": "; ".join(problems) or "AOF on, noeviction"}
+
+
 def trading_state(client: redis.Redis, beats: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Whether new entries can be placed, and if not, every reason why (fail closed)."""
-    from quantum.risk import ess, policy
+    from quantum.risk import ess, fleetstate, policy
 
     state = ess.status(client)
     blocked = []
+    epoch = fleetstate.read(client)
+    if epoch is None:
+        blocked.append("no fleet epoch: state lost, or never initialised (`quantumctl init`)")
     if state.tripped:
         blocked.append(f"emergency stop tripped ({state.evaluator}): {state.reason}")
     if state.paused:
@@ -268,6 +295,7 @@ def trading_state(client: redis.Redis, beats: dict[str, dict[str, Any]]) -> dict
         "blocked_by": blocked,
         "ess": state.model_dump(),
         "policy_version": policy.version(client),
+        "fleet_epoch": epoch.epoch if epoch is not None else None,
         "last_refusal": last_refusal,
     }
 
