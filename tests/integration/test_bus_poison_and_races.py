@@ -108,7 +108,8 @@ def corrupt(value: int) -> st.SearchStrategy[dict[bytes, bytes]]:
     )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bad=st.lists(junk | corrupt(999_999), min_size=1, max_size=6), seed=st.integers(0, 10**6))
 def test_arbitrary_bytes_go_to_the_dlq_alone_and_every_valid_entry_is_handled(
     r: redis.Redis, bad: list[dict[bytes, bytes]], seed: int

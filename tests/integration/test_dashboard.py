@@ -29,7 +29,6 @@ from starlette.websockets import WebSocketDisconnect
 
 from quantum.bus.envelope import new_envelope
 from quantum.bus.runner import publish
-from quantum.risk import fleetstate
 from quantum.contracts.events import Kline, PortfolioState, Tick
 from quantum.contracts.streams import MARKET_KLINES, MARKET_TICK
 from quantum.dashboard.app import create_app
@@ -40,6 +39,7 @@ from quantum.journal.writer import Journal
 from quantum.localredis import free_port
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import JOURNAL_KEY, PORTFOLIO_KEY
+from quantum.risk import fleetstate
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "artifacts"
