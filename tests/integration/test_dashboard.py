@@ -39,7 +39,7 @@ from quantum.journal.writer import Journal
 from quantum.localredis import free_port
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import JOURNAL_KEY, PORTFOLIO_KEY
-from quantum.risk import fleetstate
+from quantum.risk import ess, fleetstate
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "artifacts"
@@ -190,7 +190,7 @@ def test_control_needs_the_bearer_token(api: TestClient, r: redis.Redis) -> None
     assert wrong.status_code == 403 and wrong.json() == {"detail": "forbidden"}
     basic = api.post("/api/control/ess/trip", json=body, headers={"Authorization": "Basic eA=="})
     assert basic.status_code == 401
-    assert not r.exists("quantum:state:ess")
+    assert not ess.status(r).tripped  # still the clear ESS `quantumctl init` wrote
 
     auth = {"Authorization": f"Bearer {CONTROL}"}
     tripped = api.post("/api/control/ess/trip", json={**body, "operator": "alice"}, headers=auth)

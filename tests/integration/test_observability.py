@@ -33,6 +33,7 @@ from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import PORTFOLIO_KEY, REPLAY_KEY, SERVICES, replay_barrier_pairs
 from quantum.replay.barrier import Barrier
 from quantum.replay.orchestrator import ReplayRequest, _service_env
+from quantum.risk import fleetstate
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -118,6 +119,7 @@ def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     work = tmp_path_factory.mktemp("fleet")
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
+    fleetstate.initialise(client, "pytest")
     sample = ROOT / "data" / "sample"
     request = ReplayRequest(data_dir=sample, symbols=("BTCUSDT", "ETHUSDT"),
                             start=datetime(2025, 9, 1, tzinfo=UTC),
