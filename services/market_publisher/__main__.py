@@ -8,8 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from quantum.app import COMMIT_CHANNEL, connect
-from quantum.bus.runner import publish
+from quantum.app import COMMIT_CHANNEL, connect, wait_for_redis
+from quantum.bus.runner import bus_unavailable, publish
 from quantum.config import ConfigError, load
 from quantum.observability import logging as qlog
 from quantum.observability import metrics
@@ -79,6 +79,8 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if not wait_for_redis(client, NAME, stop.is_set):
+        return
     beacon.beat(force=True)
     beacon.notifier.ready()
 
@@ -139,8 +141,18 @@ def main() -> None:
         )
 
         def publish_batch(items: list) -> None:  # type: ignore[type-arg]
-            publish(client, items)
-            beacon.beat()
+            # A bus outage holds the batch (and the source) until Redis answers again; a
+            # batch sent twice is harmless: event ids derive from the bar, and consumers
+            # drop a bar they have seen.
+            while not stop.is_set():
+                try:
+                    publish(client, items)
+                    beacon.beat()
+                    return
+                except Exception as e:
+                    if not bus_unavailable(e):
+                        raise
+                    wait_for_redis(client, NAME, stop.is_set)
 
         live.run(publish_batch, stop)
     beacon.notifier.stopping()
