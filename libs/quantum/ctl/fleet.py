@@ -63,6 +63,7 @@ def serve(
     if redis_process is not None:
         echo(f"started a local Redis at {redact_url(redis_url)} (pid {redis_process.pid}, "
              f"data in {paths.redis_dir})")
+    _initialise(redis_url, paths, echo)
     os.environ.pop(STATE_DIR_VARIABLE, None)  # a quantumctl setting; services refuse it
     try:
         supervisor = Supervisor(services, env={"QT_REDIS_URL": redis_url}, workdir=PROJECT_ROOT,
@@ -109,6 +110,32 @@ def serve(
         echo(f"gave up on: {', '.join(gave_up)} (see {paths.log_dir})")
         return 1
     return 0
+
+
+def _initialise(redis_url: str, paths: RunPaths, echo: Callable[[str], None]) -> None:
+    """Give a new Redis its fleet epoch; never re-initialise one that lost its state (the
+    state directory remembers the epoch that ran here): its services trip the ESS instead."""
+    import getpass
+    import socket
+
+    import redis
+
+    from quantum.risk import fleetstate
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=3)
+    try:
+        epoch, outcome = fleetstate.initialise_local(
+            client, paths.root / "fleet-epoch", f"{getpass.getuser()}@{socket.gethostname()}"
+        )
+    except redis.RedisError as e:
+        raise CtlError(f"cannot initialise the fleet at {redact_url(redis_url)}: {e}") from None
+    finally:
+        client.close()
+    if epoch is None:
+        echo(f"WARNING: {outcome}; the services will trip the emergency stop (state_lost). "
+             "See docs/RUNBOOK.md, 'State lost'.")
+    else:
+        echo(f"{outcome} (epoch {epoch.epoch})")
 
 
 def _stop_redis(process: subprocess.Popen[bytes] | None) -> None:
