@@ -8,6 +8,7 @@ the key named (:class:`ConfigError`), so a typo never silently falls back to a d
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError  # noqa: F401  (SecretStr re-exported)
@@ -18,12 +19,16 @@ EXTERNAL_KEYS = {"QT_TEST_REDIS_URL", "QT_STATE_DIR"}  # read by tools, not by s
 
 
 class ConfigError(SystemExit):
-    """Refuses to start: the message names the offending key. Exit code 78 (EX_CONFIG)."""
+    """Refuses to start: the message names the offending key, printed on stderr as one line.
+    Exit code 78 (EX_CONFIG), which neither systemd nor the supervisor restarts."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
         self.code = 78
+        # A SystemExit with a numeric code prints nothing; an operator reading journalctl
+        # must see which key is wrong, so the one line goes to stderr here, once.
+        print(f"configuration error: {message}", file=sys.stderr, flush=True)
 
     def __str__(self) -> str:
         return self.message

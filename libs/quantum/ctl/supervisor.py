@@ -9,7 +9,9 @@ under both:
   wrong, which no restart fixes, so it is reported and left down;
 * any other exit is restarted after an exponential back-off (``backoff_initial`` doubled per
   recent restart, capped at ``backoff_max``); after ``max_restarts`` restarts within
-  ``start_limit_interval`` seconds the supervisor gives up on it and says so. The earlier
+  ``start_limit_interval`` seconds (600 s, as the units' ``StartLimitIntervalSec``, and never
+  less than twice the back-offs of a whole burst, so a loop slowed by its own back-off still
+  reaches the limit) the supervisor gives up on it and says so. The earlier
   system restarted one service 16,699 times: a crash loop must end, loudly.
 
 Which module a service runs comes from ``deploy/launcher.json`` (generated from the fleet
@@ -33,6 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import structlog
+
+from quantum.lifetime import die_with_parent
 
 EX_CONFIG = 78
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -111,7 +115,7 @@ class Supervisor:
         workdir: Path,
         log_dir: Path | None = None,
         max_restarts: int = 5,
-        start_limit_interval: float = 60.0,
+        start_limit_interval: float = 600.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         python: str = sys.executable,
@@ -138,7 +142,10 @@ class Supervisor:
         self.workdir = workdir
         self.log_dir = log_dir
         self.max_restarts = max_restarts
-        self.start_limit_interval = start_limit_interval
+        # The window must hold the back-offs of a whole burst, or a loop slowed by its own
+        # back-off would never reach the limit (the earlier system's 16,699 restarts).
+        backoffs = sum(min(backoff_initial * 2**k, backoff_max) for k in range(max_restarts))
+        self.start_limit_interval = max(start_limit_interval, 2 * backoffs)
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.python = python
@@ -242,9 +249,11 @@ class Supervisor:
         output = child.log_file if child.log_file is not None else None
         # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which then
         # stops the children in order, and a signal reaches a child's own subprocesses too.
+        # ... and it dies with the supervisor, even a SIGKILLed one (quantum.lifetime).
         child.process = subprocess.Popen(
             child.argv, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
             stdout=output, stderr=output, start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         _say("info", "started", service=child.name, pid=child.process.pid)
 

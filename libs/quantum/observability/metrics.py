@@ -54,4 +54,12 @@ UP = Gauge("quantum_service_up", "1 while the service loop runs", ["service"])
 def serve(port: int) -> None:
     """Expose ``/metrics`` on ``port`` (0 = disabled)."""
     if port > 0:
-        start_http_server(port, addr="127.0.0.1")
+        try:
+            start_http_server(port, addr="127.0.0.1")
+        except OSError as e:
+            from quantum.config import ConfigError
+
+            raise ConfigError(
+                f"bad setting QT_METRICS_PORT: port {port} on 127.0.0.1 is not available "
+                f"({e.strerror or e})"
+            ) from None
