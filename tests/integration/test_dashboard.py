@@ -228,6 +228,24 @@ def test_reads_need_the_read_token_when_one_is_set(seeded: tuple[str, str]) -> N
             assert orjson.loads(ws.receive_text())["type"] == "snapshot"
 
 
+def test_websocket_refuses_a_foreign_origin_and_takes_its_own(seeded: tuple[str, str]) -> None:
+    with make_client(seeded, control_token=CONTROL, read_token=READ) as client:
+        for origin in ("https://evil.example", "http://testserver.evil.example"):
+            with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(
+                f"/ws/dashboard?token={READ}", headers={"Origin": origin}
+            ) as ws:
+                ws.receive_text()
+            assert refused.value.code == 1008
+        with client.websocket_connect(f"/ws/dashboard?token={READ}",
+                                      headers={"Origin": "http://testserver"}) as ws:
+            assert orjson.loads(ws.receive_text())["type"] == "snapshot"
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(
+            "/ws/dashboard", headers={"Origin": "http://testserver"}
+        ) as ws:  # its own origin still needs the read token
+            ws.receive_text()
+        assert refused.value.code == 1008
+
+
 def test_malformed_queries_get_422_naming_the_field(api: TestClient) -> None:
     for path, params, field in (
         ("/api/trades", {"limit": "many"}, "limit"),

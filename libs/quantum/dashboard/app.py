@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 import redis
@@ -272,7 +273,22 @@ def _control_routes(app: FastAPI, backend: DashboardBackend, require_control: An
         return state.model_dump()
 
 
+def _same_origin(websocket: WebSocket) -> bool:
+    """A browser always names the page that opens a WebSocket (``Origin``), and no CORS rule
+    protects one: a page on another site could otherwise read the live positions through
+    the operator's browser. Only the served host itself (scheme aside) may connect; a client
+    that sends no Origin (curl, scripts) is not a browser page and goes on to the token."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    host = websocket.headers.get("host", "")
+    served = urlsplit(origin).netloc
+    return bool(host) and hmac.compare_digest(served.lower().encode(), host.lower().encode())
+
+
 def _socket_allowed(websocket: WebSocket, options: DashboardOptions) -> bool:
+    if not _same_origin(websocket):
+        return False
     if not options.read_token:
         return True
     offered = websocket.query_params.get("token", "")
@@ -287,7 +303,8 @@ def _socket_allowed(websocket: WebSocket, options: DashboardOptions) -> bool:
 
 async def _serve_socket(websocket: WebSocket, backend: DashboardBackend,
                         options: DashboardOptions, request_metrics: RequestMetrics) -> None:
-    """Push the snapshot when it changes, a keepalive otherwise; 1008 closes a bad token."""
+    """Push the snapshot when it changes, a keepalive otherwise; 1008 closes a foreign Origin
+    or a bad token (the same tokens as the REST API's reads)."""
     if not _socket_allowed(websocket, options):
         await websocket.close(code=1008)
         return
