@@ -7,6 +7,8 @@ Each replay starts every service as its own process on a private Redis, exactly 
 from __future__ import annotations
 
 import math
+import os
+import signal
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,3 +178,44 @@ def test_replay_is_deterministic_across_speeds(
     assert paced["trade_list"] == report["trade_list"]
     assert paced["final_balance"] == report["final_balance"]
     assert paced["events"] == report["events"]
+
+
+def test_a_killed_publisher_resumes_and_the_trades_do_not_change(
+    replayed: tuple[dict[str, Any], redis.Redis],
+    sample_dir: Path,
+    tmp_path: Path,
+) -> None:
+    report, _ = replayed
+    killed: list[int] = []
+
+    def kill_publisher_once(done: int, total: int) -> None:
+        if killed or done < total // 3:
+            return
+        for pid in _children_running("services.market_publisher"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    request = ReplayRequest(data_dir=sample_dir, symbols=SYMBOLS, start=START, end=END,
+                            report_path=tmp_path / "report.json", redis_url=None,
+                            log_dir=tmp_path / "logs", speed=None)
+    resumed = run_replay(request, progress=kill_publisher_once)
+    assert killed, "the publisher was never seen running"
+    assert resumed["trade_list"] == report["trade_list"]
+    assert resumed["final_balance"] == report["final_balance"]
+
+
+def _children_running(module: str) -> list[int]:
+    """Descendant processes of this test whose command line runs ``module``."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if module.encode() in cmdline and ppid == me:
+            found.append(int(entry.name))
+    return found

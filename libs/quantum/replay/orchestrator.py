@@ -14,6 +14,8 @@ execution, and every service on the event clock. Steps:
 
 from __future__ import annotations
 
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -128,16 +130,36 @@ def _wait_ready(
 
 def _raise_if_failed(supervisor: Supervisor) -> None:
     for status in supervisor.status():
-        if status.gave_up or (
-            not status.alive and status.last_exit not in (None, 0) and status.name == PUBLISHER
-        ):
-            raise ReplayError(f"{status.name} failed (exit {status.last_exit}); see its log")
+        # A publisher that died is restarted by the supervisor and resumes after the last
+        # step every group finished (its position is committed with each step); only a
+        # service the supervisor gave up on ends the replay.
+        if status.gave_up:
+            raise ReplayError(f"{status.name} failed (exit {status.last_exit})")
 
 
 def run_replay(
     request: ReplayRequest, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     total = validate(request)
+    # The logs outlive a failed replay (the error says where); a successful one removes them
+    # unless the caller asked for them.
+    log_dir = request.log_dir or Path(tempfile.mkdtemp(prefix="quantum-replay-logs-"))
+    try:
+        result = _run_in_workdir(request, total, progress, log_dir)
+    except ReplayError as e:
+        raise ReplayError(f"{e}; service logs kept in {log_dir}") from None
+    except BaseException:
+        print(f"replay interrupted; service logs kept in {log_dir}", file=sys.stderr)
+        raise
+    if request.log_dir is None:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return result
+
+
+def _run_in_workdir(
+    request: ReplayRequest, total: int, progress: Callable[[int, int], None] | None,
+    log_dir: Path,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="quantum-replay-") as tmp:
         workdir = Path(tmp)
         server = None
@@ -156,7 +178,7 @@ def run_replay(
                     f"Redis at {redis_url} already holds quantum:* keys; "
                     "replay needs an empty database"
                 )
-            return _run(request, client, redis_url, workdir, total, progress)
+            return _run(request, client, redis_url, log_dir, total, progress)
         finally:
             client.close()
             if server is not None:
@@ -168,12 +190,11 @@ def _run(
     request: ReplayRequest,
     client: redis.Redis,
     redis_url: str,
-    workdir: Path,
+    log_dir: Path,
     total: int,
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, Any]:
     consumers = [s.name for s in SERVICES if s.replay and s.name != PUBLISHER]
-    log_dir = request.log_dir or workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     root = Path(__file__).resolve().parents[3]
     env = _service_env(request, redis_url)
