@@ -255,6 +255,10 @@ def _render(document: dict[str, Any], console: Console) -> None:
         console.print(f"trading: [green]entries allowed[/] (policy v{trading['policy_version']})")
     else:
         console.print("trading: [red]entries blocked[/]: " + "; ".join(trading["blocked_by"]))
+    durability = document.get("redis", {})
+    colour = "green" if durability.get("durable") else "yellow"
+    console.print(f"redis: [{colour}]{durability.get('detail', 'unknown')}[/]; fleet epoch "
+                  f"{trading.get('fleet_epoch') or '[red]missing[/]'}")
     if document["flags"]:
         flags = Table(title="flags")
         for column in ("kind", "subject", "detail"):
