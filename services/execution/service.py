@@ -65,7 +65,7 @@ from quantum.exchange.paper import PaperExchange
 from quantum.exchange.record import BookRecord
 from quantum.exchange.weights import WeightBudget
 from quantum.registry.fleet import EXECUTION_KEY, PORTFOLIO_KEY
-from quantum.risk import ess
+from quantum.risk import ess, fleetstate
 from services.execution.config import Settings
 
 NAME = "execution"
@@ -212,8 +212,7 @@ class Execution(ServiceBase):
             return venue, self._summary(venue, "fresh", "first start")
         log.error("execution state lost and no local record: emergency stop tripped",
                   trace=trace)
-        ess.trip(client, "state_lost", by=NAME, evaluator="state",
-                 at=int(time.time() * 1000))
+        fleetstate.declare_lost(client, NAME, f"execution's book is gone: {trace}")
         return venue, self._summary(venue, "state_lost", trace)
 
     def _earlier_run(self, client: redis.Redis, loaded: Any) -> str | None:
