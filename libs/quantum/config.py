@@ -7,6 +7,7 @@ the key named (:class:`ConfigError`), so a typo never silently falls back to a d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any, Literal, TypeVar
@@ -23,12 +24,14 @@ class ConfigError(SystemExit):
     Exit code 78 (EX_CONFIG), which neither systemd nor the supervisor restarts."""
 
     def __init__(self, message: str) -> None:
+        message = " ".join(str(message).split())  # one line, whatever the cause put in it
         super().__init__(message)
         self.message = message
         self.code = 78
         # A SystemExit with a numeric code prints nothing; an operator reading journalctl
         # must see which key is wrong, so the one line goes to stderr here, once.
-        print(f"configuration error: {message}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr must not mask it
+            print(f"configuration error: {message}", file=sys.stderr, flush=True)
 
     def __str__(self) -> str:
         return self.message

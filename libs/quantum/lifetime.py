@@ -7,8 +7,8 @@ killed outright (``kill -9``). On Linux the kernel can: ``PR_SET_PDEATHSIG`` ask
 send the child a signal when its parent dies. Elsewhere this is a no-op.
 
 The signal is tied to the *thread* that forked the child, so children must be started from
-a thread that lives as long as the parent wants them (the main thread, or the supervisor's
-monitor thread, which only returns when nothing is left to supervise).
+a thread that lives as long as the parent wants them: the supervisor forks every child from
+its monitor thread, which never ends while a child of its own is alive.
 """
 
 from __future__ import annotations

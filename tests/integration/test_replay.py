@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import shutil
 import signal
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ import orjson
 import pytest
 import redis
 
-from quantum.replay.orchestrator import ReplayRequest, run_replay
+from quantum.replay.orchestrator import ReplayError, ReplayRequest, run_replay
 from quantum.replay.report import payloads
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -202,6 +204,29 @@ def test_a_killed_publisher_resumes_and_the_trades_do_not_change(
     assert killed, "the publisher was never seen running"
     assert resumed["trade_list"] == report["trade_list"]
     assert resumed["final_balance"] == report["final_balance"]
+    # It resumed after the last step on the streams: nothing was published twice.
+    assert resumed["events"] == report["events"]
+    assert "replay resuming" in (tmp_path / "logs" / "market-publisher.log").read_text()
+
+
+def test_a_failed_replay_keeps_its_logs_and_says_where(sample_dir: Path, tmp_path: Path) -> None:
+    # A setting every service refuses (exit 78): the supervisor gives up at once.
+    request = ReplayRequest(data_dir=sample_dir, symbols=SYMBOLS, start=START, end=END,
+                            report_path=tmp_path / "report.json", redis_url=None, speed=None,
+                            settings=(("QT_BATCH_SIZE", "abc"),))
+    with pytest.raises(ReplayError) as failed:
+        run_replay(request)
+    message = str(failed.value)
+    assert "\n" not in message
+    match = re.search(r"its log: (\S+\.log)", message)
+    assert match, message
+    log = Path(match.group(1))
+    try:
+        assert log.is_file()
+        assert "QT_BATCH_SIZE" in log.read_text()
+    finally:
+        shutil.rmtree(log.parent, ignore_errors=True)
+    assert not (tmp_path / "report.json").exists()
 
 
 def _children_running(module: str) -> list[int]:

@@ -176,3 +176,15 @@ def test_registry_is_the_fallback_and_unknown_names_are_refused(
         assert table[spec.name] == spec.module
     with pytest.raises(ValueError, match="unknown service 'nope'"):
         Supervisor(["nope"], env={}, workdir=tmp_path)
+
+
+def test_a_child_that_cannot_start_is_raised_from_start(tmp_path: Path) -> None:
+    # The monitor thread spawns the children (see the module docstring); a failed first
+    # start still reaches the caller, and whatever had started is stopped.
+    supervisor = Supervisor(["first", "second"], env={}, workdir=tmp_path / "work",
+                            log_dir=tmp_path / "logs", python=str(tmp_path / "no-python"),
+                            commands={"first": ["-c", "pass"], "second": ["-c", "pass"]})
+    with pytest.raises(FileNotFoundError):
+        supervisor.start()
+    assert not any(status.alive for status in supervisor.status())
+    supervisor.stop(timeout=1)  # idempotent after a failed start

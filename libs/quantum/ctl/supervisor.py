@@ -14,6 +14,14 @@ under both:
   reaches the limit) the supervisor gives up on it and says so. The earlier
   system restarted one service 16,699 times: a crash loop must end, loudly.
 
+Children die with the supervisor, even a ``kill -9``-ed one: each is started with
+``PR_SET_PDEATHSIG`` (:mod:`quantum.lifetime`). The kernel sends that signal when the
+*thread* that forked the child ends, not the process, so one thread forks every child: the
+monitor thread, which starts the first generation, performs every restart and, on
+:meth:`Supervisor.stop`, terminates the children before it returns. It never ends while a
+child of its own is alive (unless the process dies, which is the point), so no thread's exit
+takes a service down; which thread calls :meth:`~Supervisor.start` does not matter.
+
 Which module a service runs comes from ``deploy/launcher.json`` (generated from the fleet
 registry) when present, else from :data:`quantum.registry.fleet.SERVICES` directly.
 """
@@ -157,51 +165,47 @@ class Supervisor:
         self._stopped = threading.Event()
         self._signalled = threading.Event()
         self._monitor: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: OSError | None = None
+        self._stop_timeout = 10.0
+        self._terminated = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Spawn every service and the monitor thread; returns at once."""
+        """Start the monitor thread, which spawns every service; returns once they run.
+
+        An ``OSError`` while spawning (no interpreter, no file descriptors) stops what was
+        already started and is raised here.
+        """
         if self._monitor is not None:
             raise RuntimeError("supervisor already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            for child in self._children.values():
-                self._spawn(child)
-        self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._monitor = threading.Thread(target=self._run, name="supervisor", daemon=True)
         self._monitor.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._monitor.join()
+            self._close_logs()
+            self._stopped.set()
+            raise self._start_error
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM every child, wait up to ``timeout`` seconds, SIGKILL the rest."""
+        """SIGTERM every child, wait up to ``timeout`` seconds, SIGKILL the rest.
+
+        The monitor thread does it (it forked the children, see the module docstring); when
+        it is not running (never started, or finished: nothing left alive) the caller does.
+        """
+        self._stop_timeout = timeout
         self._stopping.set()
-        if self._monitor is not None and self._monitor is not threading.current_thread():
-            self._monitor.join()
-        with self._lock:
-            children = list(self._children.values())
-            for child in children:
-                child.restart_at = None
-                if child.alive:
-                    _signal(child, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in children:
-            if child.process is None:
-                continue
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                child.process.wait(remaining)
-            except subprocess.TimeoutExpired:
-                _say("warning", "did not stop in time; killing", service=child.name,
-                     pid=child.process.pid, timeout=timeout)
-                _signal(child, signal.SIGKILL)
-                child.process.wait()
-        with self._lock:
-            for child in children:
-                self._reap(child)
-                if child.log_file is not None:
-                    child.log_file.close()
-                    child.log_file = None
+        monitor = self._monitor
+        if monitor is not None and monitor is not threading.current_thread():
+            monitor.join()
+        if not self._terminated:
+            self._terminate(timeout)
+        self._close_logs()
         self._stopped.set()
 
     def status(self) -> list[ProcessStatus]:
@@ -257,8 +261,56 @@ class Supervisor:
         )
         _say("info", "started", service=child.name, pid=child.process.pid)
 
+    def _run(self) -> None:
+        """The monitor thread: spawn, watch, restart, and terminate on stop."""
+        try:
+            with self._lock:
+                for child in self._children.values():
+                    self._spawn(child)
+        except OSError as e:
+            self._start_error = e
+            self._started.set()
+            self._terminate(self._stop_timeout)
+            return
+        self._started.set()
+        self._watch()
+        if self._stopping.is_set():
+            self._terminate(self._stop_timeout)
+
+    def _terminate(self, timeout: float) -> None:
+        """SIGTERM every live child's session, wait up to ``timeout`` s, SIGKILL the rest."""
+        with self._lock:
+            children = list(self._children.values())
+            for child in children:
+                child.restart_at = None
+                if child.alive:
+                    _signal(child, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in children:
+            process = child.process
+            if process is None:
+                continue
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _say("warning", "did not stop in time; killing", service=child.name,
+                     pid=process.pid, timeout=timeout)
+                _signal(child, signal.SIGKILL)
+                process.wait()
+        with self._lock:
+            for child in children:
+                self._reap(child)
+        self._terminated = True
+
+    def _close_logs(self) -> None:
+        with self._lock:
+            for child in self._children.values():
+                if child.log_file is not None:
+                    child.log_file.close()
+                    child.log_file = None
+
     def _watch(self) -> None:
-        """The monitor thread: notice exits, schedule and perform restarts."""
+        """Notice exits, schedule and perform restarts, until stopped or nothing is left."""
         while not self._stopping.is_set():
             pending = False
             with self._lock:

@@ -17,6 +17,12 @@ only then publishes the next bar. After the last step a ``market.end_of_data`` e
 exit-brain close what is still open.
 
 The barrier also bounds the streams: nothing is published while the fleet is behind.
+
+A killed source resumes exactly where it was: a step (its ticks and klines, and the progress
+record of the step before) is written in one ``MULTI``/``EXEC``, so a step is on the streams
+whole or not at all, and a restarted source continues after the newest kline on the stream
+(or the recorded position, whichever is later), waiting for the barrier first. Nothing is
+published twice, so the restarted run gives the same events and trades as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -161,6 +167,12 @@ class ReplaySource:
             )
         return Step(open_time, ticks, klines)
 
+    def klines_through(self, open_time: int) -> int:
+        """How many klines the steps up to and including ``open_time`` hold."""
+        return sum(
+            int(np.searchsorted(d.open_time, open_time, side="right")) for d in self.data.values()
+        )
+
     def end_event(self) -> Envelope[Any]:
         last = int(self.times[-1]) + INTERVAL_MS[self.interval] - 1
         payload = EndOfData(symbols=tuple(self.data), last_ts=last)
@@ -189,18 +201,22 @@ def drive(
     """Publish every step behind the barrier; resume after the last completed step."""
     stats = ReplayStats()
     total = source.total_klines
-    resume_after = -1
-    raw = client.get(state_key)
-    if raw is not None:
-        previous = orjson.loads(raw)
-        if previous.get("status") == "done":
-            log.info("replay already complete")
-            return stats
-        resume_after = int(previous.get("last_open_time", -1))
-        stats.klines = int(previous.get("klines_done", 0))
+    resume_after = _resume_point(client, source, state_key)
+    if resume_after is None:
+        log.info("replay already complete")
+        return stats
+    progress_state: dict[str, Any] = {}
+    if resume_after >= 0:
+        stats.klines = source.klines_through(resume_after)
+        progress_state = {
+            "status": "running",
+            "last_open_time": resume_after,
+            "klines_done": stats.klines,
+            "klines_total": total,
+        }
+        log.warning("replay resuming", after_open_time=resume_after, klines_done=stats.klines)
     barrier.wait(barrier_timeout)  # every consumer group exists and is idle
     wall_start = time.monotonic()
-    progress_state: dict[str, Any] = {}
     first_time = int(source.times[0])
     for open_time in source.times.tolist():
         if stop is not None and stop.is_set():
@@ -214,11 +230,12 @@ def drive(
             if delay > 0:
                 time.sleep(delay)
         started = time.perf_counter()
-        pipe = client.pipeline(transaction=False)
-        # Ticks before klines, in one pipeline: when a kline (and so any intent it causes)
-        # exists, its bar's ticks exist too, and sizing and risk wait for them to settle.
+        pipe = client.pipeline(transaction=True)
+        # Ticks before klines, in one transaction: when a kline (and so any intent it causes)
+        # exists, its bar's ticks exist too, and sizing and risk wait for them to settle; a
+        # source killed mid-publish leaves the whole step or none of it.
         publish(client, step.ticks + step.klines, pipe=pipe)
-        if stats.steps:  # the previous step is complete: record it with this publish
+        if progress_state:  # the previous step is complete: record it with this publish
             pipe.set(state_key, orjson.dumps(progress_state))
         pipe.execute()
         stats.publish_seconds += time.perf_counter() - started
@@ -234,7 +251,9 @@ def drive(
         if progress is not None:
             progress(stats.klines, total)
     if stop is None or not stop.is_set():
-        publish(client, [(MARKET_TICK, source.end_event())])
+        end = source.end_event()
+        if not _is_newest(client, MARKET_TICK, end):  # not published before a restart
+            publish(client, [(MARKET_TICK, end)])
         barrier.wait(barrier_timeout)
         stats.barrier_seconds = barrier.wait_seconds
         client.set(
@@ -254,3 +273,35 @@ def drive(
         )
     stats.barrier_seconds = barrier.wait_seconds
     return stats
+
+
+def _resume_point(client: redis.Redis, source: ReplaySource, state_key: str) -> int | None:
+    """The open time of the last step already published (-1: none); None when done."""
+    resume_after = -1
+    raw = client.get(state_key)
+    if raw is not None:
+        previous = orjson.loads(raw)
+        if previous.get("status") == "done":
+            return None
+        resume_after = int(previous.get("last_open_time", -1))
+    # The newest step on the stream may be one the progress record does not name yet (it
+    # is recorded with the next step's publish): it is whole, so carry on after it.
+    return max(resume_after, _newest_open_time(client, source.source_name))
+
+
+def _newest_open_time(client: redis.Redis, source_name: str) -> int:
+    """The open time of the newest kline this source put on the stream; -1 when none."""
+    for _, fields in client.xrevrange(MARKET_KLINES.key, count=1):
+        if fields.get(b"source") != source_name.encode():
+            return -1
+        try:
+            return int(orjson.loads(fields[b"payload"])["open_time"])
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+            return -1  # not one of ours: start from the recorded position
+    return -1
+
+
+def _is_newest(client: redis.Redis, stream: StreamSpec, envelope: Envelope[Any]) -> bool:
+    """Whether ``envelope`` is the newest entry of ``stream`` (published before a restart)."""
+    newest = client.xrevrange(stream.key, count=1)
+    return bool(newest) and newest[0][1].get(b"id") == envelope.id.encode()

@@ -131,24 +131,38 @@ def _wait_ready(
 def _raise_if_failed(supervisor: Supervisor) -> None:
     for status in supervisor.status():
         # A publisher that died is restarted by the supervisor and resumes after the last
-        # step every group finished (its position is committed with each step); only a
-        # service the supervisor gave up on ends the replay.
+        # step on the streams (each step is published in one transaction; see
+        # quantum.market.replay); only a service the supervisor gave up on ends the replay.
         if status.gave_up:
-            raise ReplayError(f"{status.name} failed (exit {status.last_exit})")
+            log = supervisor.log_dir / f"{status.name}.log" if supervisor.log_dir else None
+            where = f"; its log: {log}" if log is not None else ""
+            raise ReplayError(
+                f"{status.name} failed (exit {status.last_exit}, {status.restarts} restarts)"
+                f"{where}"
+            )
+
+
+def _finished_early(publisher: Supervisor) -> bool:
+    """The publisher exited cleanly (asked to stop from outside): it will not be restarted."""
+    (status,) = publisher.status()
+    return not status.alive and status.last_exit == 0
 
 
 def run_replay(
     request: ReplayRequest, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     total = validate(request)
-    # The logs outlive a failed replay (the error says where); a successful one removes them
-    # unless the caller asked for them.
+    # The logs outlive a failed replay (the one-line error says where); a successful one
+    # removes them unless the caller asked for them.
     log_dir = request.log_dir or Path(tempfile.mkdtemp(prefix="quantum-replay-logs-"))
     try:
         result = _run_in_workdir(request, total, progress, log_dir)
-    except ReplayError as e:
-        raise ReplayError(f"{e}; service logs kept in {log_dir}") from None
-    except BaseException:
+    except (RuntimeError, OSError, redis.RedisError) as e:  # ReplayError, BarrierTimeout, …
+        message = " ".join(str(e).split()) or type(e).__name__
+        if str(log_dir) not in message:
+            message += f"; service logs kept in {log_dir}"
+        raise ReplayError(message) from None
+    except BaseException:  # Ctrl-C: the services were stopped; their logs stay
         print(f"replay interrupted; service logs kept in {log_dir}", file=sys.stderr)
         raise
     if request.log_dir is None:
@@ -213,12 +227,18 @@ def _run(
         while True:
             _raise_if_failed(fleet)
             _raise_if_failed(publisher)
+            stopped = _finished_early(publisher)  # before the read: it may finish between
             raw = client.get(REPLAY_KEY)
             state = orjson.loads(raw) if raw else {}
             if progress is not None and state:
                 progress(int(state.get("klines_done", 0)), total)
             if state.get("status") == "done":
                 break
+            if stopped:
+                raise ReplayError(
+                    f"{PUBLISHER} stopped before the end of the data "
+                    f"({state.get('klines_done', 0)}/{total} klines)"
+                )
             time.sleep(0.1)
         wall_seconds = time.perf_counter() - wall_start
         result = reporting.build(
