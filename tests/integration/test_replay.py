@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ END = datetime(2025, 9, 6, tzinfo=UTC)  # 1,440 bars a symbol: 512 of warm-up, t
 
 
 def replay(
-    sample_dir: Path, tmp_path: Path, redis_url: str | None, **kwargs: Any
+    sample_dir: Path, tmp_path: Path, redis_url: str | None,
+    progress: Callable[[int, int], None] | None = None, **kwargs: Any,
 ) -> dict[str, Any]:
     request = ReplayRequest(
         data_dir=sample_dir,
@@ -41,7 +43,7 @@ def replay(
         log_dir=tmp_path / "logs",
         **kwargs,
     )
-    return run_replay(request)
+    return run_replay(request, progress=progress)
 
 
 @pytest.fixture(scope="module")
@@ -197,10 +199,7 @@ def test_a_killed_publisher_resumes_and_the_trades_do_not_change(
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    request = ReplayRequest(data_dir=sample_dir, symbols=SYMBOLS, start=START, end=END,
-                            report_path=tmp_path / "report.json", redis_url=None,
-                            log_dir=tmp_path / "logs", speed=None)
-    resumed = run_replay(request, progress=kill_publisher_once)
+    resumed = replay(sample_dir, tmp_path, None, kill_publisher_once, speed=None)
     assert killed, "the publisher was never seen running"
     assert resumed["trade_list"] == report["trade_list"]
     assert resumed["final_balance"] == report["final_balance"]
