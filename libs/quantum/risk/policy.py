@@ -19,8 +19,8 @@ import orjson
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-POLICY_KEY = "quantum:state:policy"
-POLICY_HISTORY_KEY = "quantum:state:policy:history"
+from quantum.registry.fleet import POLICY_HISTORY_KEY, POLICY_KEY
+
 HISTORY_LIMIT = 1000
 
 
