@@ -218,63 +218,47 @@ def restart_empty(work: Path, quick: bool) -> Outcome:
     return out
 
 
-def restart_persistent(work: Path, quick: bool) -> Outcome:
-    """Redis restarted with the shipped AOF configuration: nothing may be lost."""
-    out = Outcome("redis restarted with AOF (deploy/redis/redis.conf)")
+def _outage(work: Path, name: str, fault: Callable[[Bench], None]) -> Outcome:
+    """Orders before a fault of the bus and after it: each must fill exactly once."""
+    out = Outcome(name)
     bench = Bench(work, persist=True)
     try:
         bench.start_execution()
         before = bench.send_orders(3)
         bench.until(lambda: bench.filled(before))
-        time.sleep(1.2)  # appendfsync everysec
-        bench.restart(down_s=0.5)
+        time.sleep(1.2)  # appendfsync everysec: what a restart may keep is on disk
+        fault(bench)
         started = time.monotonic()
         after = bench.send_orders(3)
         out.seconds_to_recover = _recovered(bench, started, after)
         state = ess.status(bench.client)
-        out.notes.append(f"ESS after restart: tripped={state.tripped}")
+        out.notes.append(f"ESS afterwards: tripped={state.tripped}")
         bench.score(out, before + after)
     finally:
         bench.close()
     return out
+
+
+def restart_persistent(work: Path, quick: bool) -> Outcome:
+    """Redis restarted with the shipped AOF configuration: nothing may be lost."""
+    return _outage(work, "redis restarted with AOF (deploy/redis/redis.conf)",
+                   lambda bench: bench.restart(down_s=0.5))
 
 
 def redis_down(work: Path, quick: bool) -> Outcome:
     seconds = 5.0 if quick else 20.0
-    out = Outcome(f"redis down {seconds:.0f} s (AOF)")
-    bench = Bench(work, persist=True)
-    try:
-        bench.start_execution()
-        before = bench.send_orders(2)
-        bench.until(lambda: bench.filled(before))
-        time.sleep(1.2)
-        bench.restart(down_s=seconds)
-        started = time.monotonic()
-        after = bench.send_orders(3)
-        out.seconds_to_recover = _recovered(bench, started, after)
-        bench.score(out, before + after)
-    finally:
-        bench.close()
-    return out
+    return _outage(work, f"redis down {seconds:.0f} s (AOF)",
+                   lambda bench: bench.restart(down_s=seconds))
 
 
 def client_pause(work: Path, quick: bool) -> Outcome:
     millis = 5_000 if quick else 20_000
-    out = Outcome(f"CLIENT PAUSE {millis}")
-    bench = Bench(work, persist=True)
-    try:
-        bench.start_execution()
-        before = bench.send_orders(2)
-        bench.until(lambda: bench.filled(before))
+
+    def pause(bench: Bench) -> None:
         redis.Redis(port=bench.port).execute_command("CLIENT", "PAUSE", millis)
         time.sleep(millis / 1000)
-        started = time.monotonic()
-        after = bench.send_orders(3)
-        out.seconds_to_recover = _recovered(bench, started, after)
-        bench.score(out, before + after)
-    finally:
-        bench.close()
-    return out
+
+    return _outage(work, f"CLIENT PAUSE {millis}", pause)
 
 
 def poison(work: Path, quick: bool) -> Outcome:
