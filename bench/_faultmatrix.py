@@ -270,11 +270,11 @@ def poison(work: Path, quick: bool) -> Outcome:
         junk = [{b"id": b"\xff\xfe", b"type": b"order.request", b"payload": b"{"},
                 {b"source": b"\xc3\x28", b"ts": b"x"}, {b"\x00": b"\xff"}]
         for fields in junk * 5:
-            pipe.xadd(APPLY_RESULT.key, fields)  # type: ignore[arg-type]
+            pipe.xadd(APPLY_RESULT.key, fields)
         pipe.execute()
         started = time.monotonic()
         plans = bench.send_orders(10)
-        bench.client.xadd(APPLY_RESULT.key, junk[0])  # type: ignore[arg-type]
+        bench.client.xadd(APPLY_RESULT.key, junk[0])
         out.seconds_to_recover = _recovered(bench, started, plans)
         bench.score(out, plans)
         out.notes.append(f"dead-lettered: {bench.client.xlen('quantum:stream:dlq')} of 16 bad")
