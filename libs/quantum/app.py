@@ -10,13 +10,22 @@ from typing import TypeVar
 import redis
 import structlog
 
+from quantum.bus.ports import Ports
+from quantum.bus.redisports import redis_ports
 from quantum.bus.runner import Runner, RunnerConfig, Service, Subscription
 from quantum.config import ConfigError, FleetSettings, load
 from quantum.contracts.events import EVENT_TYPES
 from quantum.observability import logging as qlog
 from quantum.observability import metrics
 from quantum.observability.systemd import Notifier
-from quantum.registry.fleet import FLEET_KEY, ServiceSpec, all_setting_keys, service, version_key
+from quantum.registry.fleet import (
+    FLEET_KEY,
+    ServiceSpec,
+    all_setting_keys,
+    factory,
+    service,
+    version_key,
+)
 
 S = TypeVar("S", bound=FleetSettings)
 COMMIT_CHANNEL = "quantum:replay:commits"  # replay only: wakes the barrier after each commit
@@ -93,6 +102,20 @@ def runner_config(settings: FleetSettings) -> RunnerConfig:
     )
 
 
+def ports_for(settings: FleetSettings, client: redis.Redis) -> Ports:
+    """A fleet service's ports on Redis (its clock from ``QT_CLOCK``)."""
+    event = settings.clock == "event"
+    return redis_ports(client, EVENT_TYPES, event_clock=event,
+                       settle_channel=COMMIT_CHANNEL if event else None)
+
+
+def build_service(name: str, settings: FleetSettings, client: redis.Redis) -> Service:
+    """The registry's service ``name`` built on Redis, as its unit runs it: one line for a
+    test or a tool that needs one real service."""
+    built: Service = factory(service(name))(settings, ports_for(settings, client))
+    return built
+
+
 def build_runner(
     name: str, settings: FleetSettings, client: redis.Redis, service_obj: Service
 ) -> Runner:
@@ -104,7 +127,7 @@ def build_runner(
 def run_service(
     name: str,
     settings_cls: type[S],
-    build: Callable[[S, redis.Redis], Service],
+    build: Callable[[S, Ports], Service],
 ) -> None:
     """The body of every consuming service's ``__main__``."""
     spec = service(name)
@@ -116,7 +139,7 @@ def run_service(
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     if not wait_for_redis(client, name, lambda: bool(stopping)):
         return
-    runner = build_runner(name, settings, client, build(settings, client))
+    runner = build_runner(name, settings, client, build(settings, ports_for(settings, client)))
     runner.install_signal_handlers()
     log.info("starting", redis=_redact_url(settings.redis_url))
     runner.run()

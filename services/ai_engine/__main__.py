@@ -2,7 +2,7 @@
 
 from quantum.app import run_service
 from services.ai_engine.config import Settings
-from services.ai_engine.service import NAME, AiEngine
+from services.ai_engine.service import NAME, build
 
 if __name__ == "__main__":
-    run_service(NAME, Settings, lambda s, client: AiEngine.from_settings(s))
+    run_service(NAME, Settings, build)

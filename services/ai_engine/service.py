@@ -29,11 +29,11 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-import redis
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from quantum.bus.envelope import Envelope, derive_id, new_envelope
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
     Decision,
@@ -100,7 +100,9 @@ class AiEngine(ServiceBase):
     def __init__(self, min_confidence: float, bias_window: int, bias_threshold: float, *,
                  model: str = "baseline", models_dir: Path | None = None,
                  model_version: str = "", drift_window: int = 500, drift_every: int = 100,
-                 drift_threshold: float = 0.25) -> None:
+                 drift_threshold: float = 0.25, ports: Ports) -> None:
+        self.state = ports.state
+        self.clock = ports.clock
         self.min_confidence = min_confidence
         self.supervisor = BiasSupervisor(bias_window, bias_threshold)
         self.model_kind = model
@@ -122,11 +124,12 @@ class AiEngine(ServiceBase):
         self._dirty = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AiEngine:
+    def from_settings(cls, settings: Any, ports: Ports) -> AiEngine:
         return cls(settings.min_confidence, settings.bias_window, settings.bias_threshold,
                    model=settings.model, models_dir=Path(settings.models_dir),
                    model_version=settings.model_version, drift_window=settings.drift_window,
-                   drift_every=settings.drift_every, drift_threshold=settings.drift_threshold)
+                   drift_every=settings.drift_every, drift_threshold=settings.drift_threshold,
+                   ports=ports)
 
     # --- model ----------------------------------------------------------------------------
 
@@ -183,10 +186,10 @@ class AiEngine(ServiceBase):
 
     # --- runner hooks ---------------------------------------------------------------------
 
-    def restore(self, client: redis.Redis) -> None:
+    def restore(self) -> None:
         self.supervisor.recent.clear()
         self.pending.clear()
-        raw = client.get(AI_ENGINE_KEY)
+        raw = self.state.get(AI_ENGINE_KEY)
         state = orjson.loads(raw) if raw is not None else {}
         self.supervisor.recent.extend(state.get("recent_directions", []))
         self.windows.load(state)
@@ -339,3 +342,7 @@ class AiEngine(ServiceBase):
                              model_version=decision.model_version)
         out.emit(TRADE_INTENT, new_envelope(intent, ts=event.ts, source=NAME, cause=event))
         INTENTS.labels(side).inc()
+
+
+def build(settings: Any, ports: Ports) -> AiEngine:
+    return AiEngine.from_settings(settings, ports)

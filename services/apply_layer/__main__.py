@@ -2,7 +2,7 @@
 
 from quantum.app import run_service
 from services.apply_layer.config import Settings
-from services.apply_layer.service import NAME, ApplyLayer
+from services.apply_layer.service import NAME, build
 
 if __name__ == "__main__":
-    run_service(NAME, Settings, lambda settings, client: ApplyLayer(settings, client))
+    run_service(NAME, Settings, build)

@@ -17,19 +17,18 @@ straight to execution), so they are never blocked.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import redis
 import structlog
 from prometheus_client import Counter
 
 from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import OrderRequest, Plan, RiskDecision
 from quantum.contracts.streams import APPLY_RESULT
 from quantum.observability.heartbeat import heartbeat_key
-from quantum.registry.fleet import APPLY_KEY, APPLY_REFUSAL_KEY
+from quantum.registry.fleet import APPLY_KEY, APPLY_REFUSAL_KEY, ESS_KEY
 from quantum.risk import ess
 from services.apply_layer.config import Settings
 
@@ -69,19 +68,15 @@ def entry_order(plan: Plan) -> OrderRequest:
 class ApplyLayer(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        self.client = client
+    def __init__(self, settings: Settings, ports: Ports) -> None:
+        self.state = ports.state
+        self.clock = ports.clock
         self.max_age_ms = settings.approval_max_age_seconds * 1000
         self.keep_ms = max(GUARD_FRESHNESS_MULTIPLE * self.max_age_ms, MIN_GUARD_MS)
-        self.event_clock = settings.clock == "event"
         self.applied: dict[str, int] = {}  # plan id -> bar time, as in the durable guard
-        self.latest_event_ms = 0
 
-    def restore(self, client: redis.Redis) -> None:
-        self.applied = {
-            member.decode(): int(score)
-            for member, score in client.zrange(APPLY_KEY, 0, -1, withscores=True)
-        }
+    def restore(self) -> None:
+        self.applied = self.state.scores(APPLY_KEY)
 
     def refusal(self, decision: RiskDecision, now_ms: int) -> str | None:
         if decision.plan_id in self.applied:
@@ -90,17 +85,16 @@ class ApplyLayer(ServiceBase):
             return "stale_approval"
         if decision.plan.bar_time - now_ms > FUTURE_SKEW_MS:
             return "approval_from_future"  # a bar that has not happened is never "fresh"
-        if not self.client.exists(heartbeat_key("risk-governor")):
+        beat, raw_ess = self.state.get_many([heartbeat_key("risk-governor"), ESS_KEY])
+        if beat is None:
             return "governor_down"
-        return ess.status(self.client).block_reason
+        return ess.parse(raw_ess).block_reason
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         decision: RiskDecision = event.payload
         if not decision.approved:
             return
-        self.latest_event_ms = max(self.latest_event_ms, event.ts)
-        now_ms = self.latest_event_ms if self.event_clock else int(time.time() * 1000)
-        reason = self.refusal(decision, now_ms)
+        reason = self.refusal(decision, self.clock.now_ms())
         if reason is not None:
             REFUSED.labels(reason).inc()
             log.warning("approved plan refused", plan_id=decision.plan_id, reason=reason)
@@ -117,3 +111,7 @@ class ApplyLayer(ServiceBase):
         if len(self.applied) % 1000 == 0:  # the guard prunes itself; so does this mirror
             self.applied = {k: v for k, v in self.applied.items() if v >= horizon}
         ORDERS.labels(order.side).inc()
+
+
+def build(settings: Settings, ports: Ports) -> ApplyLayer:
+    return ApplyLayer(settings, ports)

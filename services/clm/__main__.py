@@ -2,7 +2,7 @@
 
 from quantum.app import run_service
 from services.clm.config import Settings
-from services.clm.service import NAME, Clm
+from services.clm.service import NAME, build
 
 if __name__ == "__main__":
-    run_service(NAME, Settings, lambda s, client: Clm.from_settings(s))
+    run_service(NAME, Settings, build)

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import redis
 import structlog
 from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, new_envelope
-from quantum.bus.history import handled_entries
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
     Kline,
@@ -56,8 +55,10 @@ log = structlog.get_logger(service=NAME)
 class Clm(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Any, root: Path | None = None) -> None:
+    def __init__(self, settings: Any, ports: Ports, root: Path | None = None) -> None:
         self.settings = settings
+        self.state = ports.state
+        self.history = ports.history
         self.registry = ModelRegistry(Path(settings.models_dir))
         self.workdir = root or Path(settings.models_dir)
         self.job: subprocess.Popen[bytes] | None = None
@@ -73,29 +74,26 @@ class Clm(ServiceBase):
         self._dirty = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Clm:
-        return cls(settings)
+    def from_settings(cls, settings: Any, ports: Ports) -> Clm:
+        return cls(settings, ports)
 
     # --- runner hooks ---------------------------------------------------------------------
 
-    def restore(self, client: redis.Redis) -> None:
-        raw = client.get(CLM_KEY)
+    def restore(self) -> None:
+        raw = self.state.get(CLM_KEY)
         state = orjson.loads(raw) if raw else {}
         self.announced = state.get("announced")
         if state.get("next_run") is not None:
             self.next_run = float(state["next_run"])
         self._last_ts = int(state.get("last_ts", 0))
-        self._warm_up(client)
+        self._warm_up()
 
-    def _warm_up(self, client: redis.Redis) -> None:
+    def _warm_up(self) -> None:
         """Rebuild feature state from the bars this group already acknowledged."""
-        from quantum.contracts.events import EVENT_TYPES
-
         self.features.clear()
         self.last_open.clear()
         self.windows = ReturnWindows()
-        for event in handled_entries(client, MARKET_KLINES.key, NAME, EVENT_TYPES,
-                                     (WARMUP_BARS + 100) * 20):
+        for event in self.history.handled(MARKET_KLINES, NAME, (WARMUP_BARS + 100) * 20):
             if isinstance(event.payload, Kline):
                 self._bar(event.payload, None)
 
@@ -261,3 +259,7 @@ class Clm(ServiceBase):
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def build(settings: Any, ports: Ports) -> Clm:
+    return Clm.from_settings(settings, ports)

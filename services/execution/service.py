@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 import structlog
 from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
     BookSummary,
@@ -64,8 +64,8 @@ from quantum.exchange.live import LiveConfig, LiveExchange
 from quantum.exchange.paper import PaperExchange
 from quantum.exchange.record import BookRecord
 from quantum.exchange.weights import WeightBudget
-from quantum.registry.fleet import EXECUTION_KEY, PORTFOLIO_KEY
-from quantum.risk import ess, fleetstate
+from quantum.registry.fleet import ESS_KEY, EXECUTION_KEY, PORTFOLIO_KEY
+from quantum.risk import ess
 from services.execution.config import Settings
 
 NAME = "execution"
@@ -128,13 +128,15 @@ def binance_adapter(settings: Settings) -> BinanceFutures:
 class Execution(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, ports: Ports) -> None:
         self.settings = settings
-        self.client = client
+        self.state = ports.state
+        self.clock = ports.clock
+        self.history = ports.history
+        self.alarm = ports.alarm
         self.max_age_ms = settings.approval_max_age_seconds * 1000
         self.retention_ms = max(2 * self.max_age_ms, MIN_ORDER_RETENTION_MS)
-        self.event_clock = settings.clock == "event"
-        self.latest_event_ms = 0
+        self.event_clock = ports.clock.event
         self.record: BookRecord | None = None
         if settings.exchange == "paper" and not self.event_clock:
             directory = (Path(settings.book_record_dir) if settings.book_record_dir
@@ -166,8 +168,8 @@ class Execution(ServiceBase):
 
     # --- state ----------------------------------------------------------------------------
 
-    def restore(self, client: redis.Redis) -> None:
-        raw = client.get(EXECUTION_KEY)
+    def restore(self) -> None:
+        raw = self.state.get(EXECUTION_KEY)
         self._book_changed, self._record_due = False, None
         self._state_dirty = raw is None  # publish the initial portfolio on a fresh start
         if isinstance(self.venue, LiveExchange):
@@ -183,7 +185,7 @@ class Execution(ServiceBase):
             if self.record is not None:
                 self._record_due = snapshot  # committed by definition: refresh the record
             return
-        self.venue, summary = self._paper_without_state(client)
+        self.venue, summary = self._paper_without_state()
         self._book_report = summary
         self._book_changed = True  # a first record, so a later loss is not a first start
         BOOKS.labels(summary.source).inc()
@@ -193,7 +195,7 @@ class Execution(ServiceBase):
         venue.order_retention_ms = self.retention_ms
         return venue
 
-    def _paper_without_state(self, client: redis.Redis) -> tuple[PaperExchange, BookSummary]:
+    def _paper_without_state(self) -> tuple[PaperExchange, BookSummary]:
         """The paper book when Redis has none: the local record, else fresh or lost."""
         loaded = self.record.load() if self.record is not None else None
         if loaded is not None and loaded.book is not None:
@@ -207,22 +209,22 @@ class Execution(ServiceBase):
                               slippage_bps=self.settings.slippage_bps,
                               maintenance_margin_rate=self.settings.maintenance_margin_rate,
                               order_retention_ms=self.retention_ms)
-        trace = None if self.event_clock else self._earlier_run(client, loaded)
+        trace = None if self.event_clock else self._earlier_run(loaded)
         if trace is None:
             return venue, self._summary(venue, "fresh", "first start")
         log.error("execution state lost and no local record: emergency stop tripped",
                   trace=trace)
-        fleetstate.declare_lost(client, NAME, f"execution's book is gone: {trace}")
+        self.alarm(NAME, f"execution's book is gone: {trace}")
         return venue, self._summary(venue, "state_lost", trace)
 
-    def _earlier_run(self, client: redis.Redis, loaded: Any) -> str | None:
+    def _earlier_run(self, loaded: Any) -> str | None:
         """Why this is not a first start, or None when nothing says so."""
         if loaded is not None and loaded.existed:
             return loaded.problem or "the local record is empty"
-        if client.exists(PORTFOLIO_KEY):
+        if self.state.exists(PORTFOLIO_KEY):
             return "the portfolio key exists without the execution state"
         for stream in (EXECUTION_RESULT, TRADE_CLOSED):
-            if client.exists(stream.key) and client.xlen(stream.key):
+            if self.history.length(stream):
                 return f"{stream.name} holds events of an earlier run"
         return None
 
@@ -302,13 +304,12 @@ class Execution(ServiceBase):
         problem = plan_problem(order)
         if problem is not None:
             return "malformed_plan", problem
-        now_ms = self.latest_event_ms if self.event_clock else int(time.time() * 1000)
-        age_ms = now_ms - order.bar_time
+        age_ms = self.clock.now_ms() - order.bar_time
         if age_ms > self.max_age_ms:
             return "stale_approval", (f"approval {age_ms / 1000:.0f} s old (bound "
                                       f"{self.max_age_ms // 1000} s)")
         try:
-            state = ess.status(self.client)
+            state = ess.parse(self.state.get(ESS_KEY))
         except ValueError as e:  # an unreadable ESS key is no permission to trade
             return "state_unknown", f"emergency stop state unreadable: {e}"[:300]
         if state.blocks_new_risk:
@@ -335,7 +336,6 @@ class Execution(ServiceBase):
     # --- runner hooks ---------------------------------------------------------------------
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
-        self.latest_event_ms = max(self.latest_event_ms, event.ts)
         if self._book_report is not None:
             self._announce_book(out, event, event.ts)
         payload = event.payload
@@ -389,3 +389,7 @@ class Execution(ServiceBase):
             self._announce_book(out, None, int(now * 1000))
         if self._state_dirty:
             self.on_batch_end(out)
+
+
+def build(settings: Settings, ports: Ports) -> Execution:
+    return Execution(settings, ports)

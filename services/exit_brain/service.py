@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import redis
 from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, derive_id, new_envelope
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
     EndOfData,
@@ -40,7 +40,8 @@ TRACKED = Gauge("quantum_exit_tracked_positions", "Positions the exit-brain foll
 class ExitBrain(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ports: Ports) -> None:
+        self.state = ports.state
         self.evaluate_entry_bar = settings.evaluate_entry_bar
         self.positions: dict[str, TrackedPosition] = {}  # by symbol
         self.last_tick_ts: dict[str, int] = {}
@@ -48,8 +49,8 @@ class ExitBrain(ServiceBase):
         self.levels_sent: dict[str, list[float | None]] = {}  # position id → [stop, tp]
         self._dirty = False
 
-    def restore(self, client: redis.Redis) -> None:
-        raw = client.get(EXIT_BRAIN_KEY)
+    def restore(self) -> None:
+        raw = self.state.get(EXIT_BRAIN_KEY)
         state = orjson.loads(raw) if raw else {}
         self.positions = {s: TrackedPosition(**p) for s, p in state.get("positions", {}).items()}
         self.last_tick_ts = state.get("last_tick_ts", {})
@@ -166,3 +167,7 @@ class ExitBrain(ServiceBase):
             "last_tick_ts": self.last_tick_ts, "last_close": self.last_close,
             "levels_sent": self.levels_sent,
         })
+
+
+def build(settings: Settings, ports: Ports) -> ExitBrain:
+    return ExitBrain(settings, ports)

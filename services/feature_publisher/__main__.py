@@ -2,7 +2,7 @@
 
 from quantum.app import run_service
 from services.feature_publisher.config import Settings
-from services.feature_publisher.service import NAME, FeaturePublisher
+from services.feature_publisher.service import NAME, build
 
 if __name__ == "__main__":
-    run_service(NAME, Settings, lambda settings, client: FeaturePublisher(settings.restore_bars))
+    run_service(NAME, Settings, build)

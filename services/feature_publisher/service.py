@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from quantum import features
 from quantum.bus.envelope import Envelope, new_envelope
-from quantum.bus.history import handled_entries
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import FeatureVector, Kline
 from quantum.contracts.streams import FEATURES, MARKET_KLINES
@@ -19,8 +17,9 @@ NAME = "feature-publisher"
 class FeaturePublisher(ServiceBase):
     name = NAME
 
-    def __init__(self, restore_bars: int) -> None:
+    def __init__(self, restore_bars: int, ports: Ports) -> None:
         self.restore_bars = restore_bars
+        self.history = ports.history
         self.states: dict[str, features.StreamingFeatures] = {}
         self.last_open_time: dict[str, int] = {}
 
@@ -34,17 +33,14 @@ class FeaturePublisher(ServiceBase):
             state = self.states[kline.symbol] = features.StreamingFeatures()
         return state.update(kline.open, kline.high, kline.low, kline.close, kline.volume)
 
-    def restore(self, client: redis.Redis) -> None:
+    def restore(self) -> None:
         """Warm up from bars this group already handled (acked) in ``market.klines``."""
-        from quantum.contracts.events import EVENT_TYPES
-
         self.states.clear()
         self.last_open_time.clear()
         if self.restore_bars == 0:
             return
         bars: dict[str, list[Kline]] = {}
-        for event in handled_entries(client, MARKET_KLINES.key, NAME, EVENT_TYPES,
-                                     self.restore_bars * 50):
+        for event in self.history.handled(MARKET_KLINES, NAME, self.restore_bars * 50):
             if isinstance(event.payload, Kline):
                 bars.setdefault(event.payload.symbol, []).append(event.payload)
         for symbol_bars in bars.values():
@@ -68,5 +64,5 @@ class FeaturePublisher(ServiceBase):
         out.emit(FEATURES, new_envelope(payload, ts=event.ts, source=NAME, cause=event))
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def build(settings: Any, ports: Ports) -> FeaturePublisher:
+    return FeaturePublisher(settings.restore_bars, ports)

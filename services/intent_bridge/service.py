@@ -9,21 +9,20 @@ multiplier is 1.0 and the agent's state key says why.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 import structlog
 from prometheus_client import Counter
 
-from quantum.app import COMMIT_CHANNEL
 from quantum.bus.envelope import Envelope, derive_id, new_envelope
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import Plan, SizingPolicyPromoted, TradeIntent
 from quantum.contracts.streams import APPLY_PLAN
 from quantum.exits.profiles import exit_plan
-from quantum.registry.fleet import PORTFOLIO_KEY, settlement_pairs
-from quantum.replay.barrier import Settlement
+from quantum.registry.fleet import PORTFOLIO_KEY
 from quantum.risk.policy import PolicyCache
 from quantum.risk.sizing import size_position
 
@@ -41,17 +40,14 @@ class PortfolioUnavailable(RuntimeError):
 class IntentBridge(ServiceBase):
     name = NAME
 
-    def __init__(self, client: redis.Redis, event_clock: bool = False,
-                 sizing_agent: Any = None) -> None:
-        self.client = client
+    def __init__(self, ports: Ports, sizing_agent: Any = None) -> None:
+        self.state = ports.state
+        self.clock = ports.clock
         self.agent = sizing_agent  # quantum.rl.agent.SizingAgent, or None: no RL at all
-        self.policies = PolicyCache(client)
-        self.settlement = Settlement(
-            client, settlement_pairs(), enabled=event_clock, channel=COMMIT_CHANNEL
-        )
+        self.policies = PolicyCache(ports.state)
 
     def portfolio(self) -> dict[str, Any]:
-        raw = self.client.get(PORTFOLIO_KEY)
+        raw = self.state.get(PORTFOLIO_KEY)
         if raw is None:
             raise PortfolioUnavailable(f"{PORTFOLIO_KEY} missing: execution has not started")
         portfolio: dict[str, Any] = orjson.loads(raw)
@@ -60,9 +56,9 @@ class IntentBridge(ServiceBase):
     def equity(self) -> float:
         return float(self.portfolio()["equity"])
 
-    def restore(self, client: redis.Redis) -> None:
+    def restore(self) -> None:
         if self.agent is not None:
-            self.agent.restore(client)
+            self.agent.restore()
 
     def on_idle(self, out: Outbox, now: float) -> None:
         if self.agent is not None:
@@ -79,7 +75,7 @@ class IntentBridge(ServiceBase):
                 self.agent.reload()
             return
         intent: TradeIntent = event.payload
-        self.settlement.wait()  # replay: size on the portfolio after this bar's fills
+        self.clock.settle()  # replay: size on the portfolio after this bar's fills
         s = self.policies.refresh().sizing
         stop_distance = s.stop_atr_multiple * intent.atr
         portfolio = self.portfolio()
@@ -140,5 +136,11 @@ class IntentBridge(ServiceBase):
             suggested = counterfactual.quantity if counterfactual is not None else None
         entry = record(decision, plan, intent, stop_distance=stop_distance,
                        equity=float(portfolio["equity"]), quantity_suggested=suggested)
-        out.command("SET", RECORD_PREFIX + plan.plan_id, orjson.dumps(entry), "EX", RECORD_TTL_S)
+        out.put_state(RECORD_PREFIX + plan.plan_id, entry, ttl_s=RECORD_TTL_S)
         out.put_state(STATUS_KEY, self.agent.status(decision.mode, ts))
+
+
+def build(settings: Any, ports: Ports) -> IntentBridge:
+    from quantum.rl.agent import SizingAgent
+
+    return IntentBridge(ports, sizing_agent=SizingAgent(ports, Path(settings.rl_policy_dir)))

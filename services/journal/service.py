@@ -132,7 +132,7 @@ class JournalService(ServiceBase):
 
     # --- runner hooks -----------------------------------------------------------------------
 
-    def restore(self, client: redis.Redis) -> None:
+    def restore(self) -> None:
         """After a failed batch the runner retries its events: drop what was buffered."""
         self.journal.discard()
 

@@ -2,7 +2,7 @@
 
 from quantum.app import run_service
 from services.reconcile.config import Settings
-from services.reconcile.service import NAME, Reconcile
+from services.reconcile.service import NAME, build
 
 if __name__ == "__main__":
-    run_service(NAME, Settings, lambda settings, client: Reconcile(settings, client))
+    run_service(NAME, Settings, build)

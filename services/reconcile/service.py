@@ -30,11 +30,11 @@ import time
 from typing import Any
 
 import orjson
-import redis
 import structlog
 from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import ExecutionReport, ReconcileEvent
 from quantum.contracts.streams import RECONCILE_EVENTS
@@ -62,10 +62,10 @@ PASSES = Counter("quantum_reconcile_passes_total", "Reconcile passes", ["outcome
 class Reconcile(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Settings, client: redis.Redis,
+    def __init__(self, settings: Settings, ports: Ports,
                  adapter: BinanceFutures | None = None) -> None:
         self.settings = settings
-        self.client = client
+        self.state = ports.state
         self.adapter = adapter
         if adapter is None and settings.exchange == "binance":
             self.adapter = BinanceFutures(
@@ -82,8 +82,8 @@ class Reconcile(ServiceBase):
         self.passes = 0
         self._clock_synced = False
 
-    def restore(self, client: redis.Redis) -> None:
-        raw = client.get(RECONCILE_KEY)
+    def restore(self) -> None:
+        raw = self.state.get(RECONCILE_KEY)
         state = orjson.loads(raw) if raw else {}
         self.open = state.get("open", {})
         self.passes = int(state.get("passes", 0))
@@ -127,7 +127,7 @@ class Reconcile(ServiceBase):
         return self._publish(out, found, now_ms)
 
     def _book(self) -> dict[str, Any]:
-        raw = self.client.get(EXECUTION_KEY)
+        raw = self.state.get(EXECUTION_KEY)
         book = orjson.loads(raw) if raw else {}
         return book if isinstance(book, dict) else {}
 
@@ -228,3 +228,7 @@ class Reconcile(ServiceBase):
         out.put_state(RECONCILE_KEY, {"open": self.open, "passes": self.passes,
                                       "last_pass_ms": now_ms})
         return emitted
+
+
+def build(settings: Settings, ports: Ports) -> Reconcile:
+    return Reconcile(settings, ports)

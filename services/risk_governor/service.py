@@ -21,12 +21,11 @@ from collections import deque
 from typing import Any
 
 import orjson
-import redis
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-from quantum.app import COMMIT_CHANNEL
 from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
     ExecutionReport,
@@ -37,8 +36,7 @@ from quantum.contracts.events import (
     RiskEvent,
 )
 from quantum.contracts.streams import MARKET_TICK, RISK_DECISION, RISK_EVENTS
-from quantum.registry.fleet import GOVERNOR_KEY, PORTFOLIO_KEY, SERVICES, settlement_pairs
-from quantum.replay.barrier import Settlement
+from quantum.registry.fleet import ESS_AUDIT_KEY, ESS_KEY, GOVERNOR_KEY, PORTFOLIO_KEY, SERVICES
 from quantum.risk import ess
 from quantum.risk.checks import Approval, RiskContext, evaluate
 from quantum.risk.evaluators import (
@@ -68,13 +66,12 @@ POLICY_VERSION = Gauge("quantum_risk_policy_version", "Policy version in force")
 class RiskGovernor(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        self.client = client
-        self.event_clock = settings.clock == "event"
-        self.policies = PolicyCache(client)
-        self.settlement = Settlement(
-            client, settlement_pairs(), enabled=self.event_clock, channel=COMMIT_CHANNEL
-        )
+    def __init__(self, settings: Settings, ports: Ports) -> None:
+        self.state = ports.state
+        self.clock = ports.clock
+        self.history = ports.history
+        self.event_clock = ports.clock.event
+        self.policies = PolicyCache(ports.state)
         self.required = [s.name for s in SERVICES if s.required and s.name != NAME]
         self.started_wall = time.time()
         self.last_wall_check = 0.0
@@ -91,16 +88,18 @@ class RiskGovernor(ServiceBase):
         self.last_close: dict[str, float] = {}
         self.last_marked_ms = 0
         self._dirty = False
+        self._ess_now: ess.EssState | None = None  # a trip in this batch, not yet committed
 
-    def restore(self, client: redis.Redis) -> None:
+    def restore(self) -> None:
         self._reset_state()
-        raw = client.get(GOVERNOR_KEY)
+        raw = self.state.get(GOVERNOR_KEY)
         if raw is None:
             return
         state = orjson.loads(raw)
         self.pending = {k: Approval(**v) for k, v in state["pending"].items()}
         self.last_approval_ms = state["last_approval_ms"]
         self.latest_event_ms = state["latest_event_ms"]
+        self.clock.observe(self.latest_event_ms)
         self.drawdown = DrawdownEvaluator(**state["drawdown"])
         self.errors = ExecutionErrorsEvaluator(**state["errors"])
         self.announced_trips = state["announced_trips"]
@@ -110,21 +109,30 @@ class RiskGovernor(ServiceBase):
         self.last_marked_ms = state["last_marked_ms"]
 
     def now_ms(self) -> int:
-        return self.latest_event_ms if self.event_clock else int(time.time() * 1000)
+        return self.clock.now_ms()
+
+    def ess(self) -> ess.EssState:
+        """The ESS as committed, or as this batch's trip left it."""
+        return self._ess_now if self._ess_now is not None else ess.parse(self.state.get(ESS_KEY))
 
     def portfolio(self) -> PortfolioState | None:
-        raw = self.client.get(PORTFOLIO_KEY)
+        raw = self.state.get(PORTFOLIO_KEY)
         return PortfolioState.model_validate_json(raw) if raw is not None else None
 
     # --- emergency stop -------------------------------------------------------------------
 
     def _trip(self, out: Outbox, cause: Envelope[Any] | None, evaluator: str, reason: str) -> None:
-        ess.trip(self.client, reason, by=NAME, evaluator=evaluator, at=self.now_ms())
+        raw = self.state.get(ESS_KEY)
+        new, audit = ess.tripped(raw, reason, NAME, evaluator=evaluator, at=self.now_ms())
+        if audit is not None:  # committed only if nobody (an operator) changed it meanwhile
+            out.compare_and_set(ESS_KEY, raw, new.model_dump_json().encode())
+            out.append(ESS_AUDIT_KEY, audit, ess.AUDIT_LIMIT)
+            self._ess_now = new
         self._announce(out, cause)
 
     def _announce(self, out: Outbox, cause: Envelope[Any] | None) -> None:
         """Publish each trip once, with the actions the policy orders for it."""
-        state = ess.status(self.client)
+        state = self.ess()
         ESS_TRIPPED.set(1 if state.tripped else 0)
         if not state.tripped or state.trips <= self.announced_trips:
             return
@@ -163,13 +171,13 @@ class RiskGovernor(ServiceBase):
                 # Once a bar, on the portfolio marked to this bar (in a replay, after the
                 # bar's settlement), drawdown is judged at every bar.
                 self.last_marked_ms = payload.close_time
-                self.settlement.wait()
+                self.clock.settle()
                 portfolio = self.portfolio()
                 if portfolio is not None:
                     self._observe_equity(portfolio, event, out)
         elif isinstance(payload, ExecutionReport):
             reason = self.errors.observe(payload, self.policies.refresh().risk)
-            if reason is not None and not ess.status(self.client).tripped:
+            if reason is not None and not self.ess().tripped:
                 self._trip(out, event, "execution_errors", reason)
         self._dirty = True
 
@@ -179,7 +187,7 @@ class RiskGovernor(ServiceBase):
         policy = self.policies.refresh().risk
         reason = self.drawdown.observe(portfolio.equity, self.now_ms(), policy)
         DAILY_DRAWDOWN.set(self.drawdown.daily_drawdown(portfolio.equity))
-        if reason is not None and not ess.status(self.client).tripped:
+        if reason is not None and not self.ess().tripped:
             self._trip(out, event, "drawdown", reason)
 
     def _observe_bar(self, kline: Kline) -> None:
@@ -194,17 +202,15 @@ class RiskGovernor(ServiceBase):
         series.append(math.log(kline.close / previous))
 
     def _decide(self, event: Envelope[Any], plan: Plan, out: Outbox) -> None:
-        self.settlement.wait()  # replay: judge on the portfolio after this bar's fills
+        self.clock.settle()  # replay: judge on the portfolio after this bar's fills
         started = time.perf_counter()
-        pipe = self.client.pipeline(transaction=False)  # one round trip for all three
-        for key in (POLICY_KEY, PORTFOLIO_KEY, ess.ESS_KEY):
-            pipe.get(key)
-        raw_policy, raw_portfolio, raw_ess = pipe.execute()
+        raw_policy, raw_portfolio, raw_ess = self.state.get_many(  # one round trip
+            [POLICY_KEY, PORTFOLIO_KEY, ESS_KEY])
         policy = self.policies.update(raw_policy)
         POLICY_VERSION.set(policy.version)
         portfolio = (PortfolioState.model_validate_json(raw_portfolio)
                      if raw_portfolio is not None else None)
-        state = ess.parse(raw_ess)
+        state = self._ess_now if self._ess_now is not None else ess.parse(raw_ess)
         if portfolio is None:
             reasons: tuple[str, ...] = ("portfolio_unavailable",)
         else:
@@ -248,7 +254,7 @@ class RiskGovernor(ServiceBase):
             return
         self.last_wall_check = now
         self._announce(out, None)
-        if self.event_clock or ess.status(self.client).tripped:
+        if self.event_clock or self.ess().tripped:
             return
         portfolio = self.portfolio()
         if portfolio is not None:
@@ -256,15 +262,17 @@ class RiskGovernor(ServiceBase):
             self._observe_equity(portfolio, None, out)  # live: equity every second
         policy = self.policies.refresh().risk
         if now - self.started_wall >= policy.ess_heartbeat_grace_seconds:
-            reason = health_reason(self.client, self.required)
+            reason = health_reason(self.state, self.required)
             if reason is not None:
                 self._trip(out, None, "system_health", reason)
                 return
-        reason = stale_feed_reason(self.client, MARKET_TICK.key, int(now * 1000), policy)
+        reason = stale_feed_reason(self.history.last_arrival_ms(MARKET_TICK), int(now * 1000),
+                                   policy)
         if reason is not None:
             self._trip(out, None, "data_stale", reason)
 
     def on_batch_end(self, out: Outbox) -> None:
+        self._ess_now = None  # the commit after this carries the trip; reads see it from now
         if not self._dirty:
             return
         self._dirty = False
@@ -282,3 +290,7 @@ class RiskGovernor(ServiceBase):
                 "last_marked_ms": self.last_marked_ms,
             },
         )
+
+
+def build(settings: Settings, ports: Ports) -> RiskGovernor:
+    return RiskGovernor(settings, ports)

@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import redis
 import structlog
 from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import RlReward, TradeClosed
 from quantum.contracts.streams import RL_REWARDS
@@ -47,13 +47,13 @@ log = structlog.get_logger(service=NAME)
 class RlFeedback(ServiceBase):
     name = NAME
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
+    def __init__(self, ports: Ports) -> None:
+        self.state = ports.state
         self.tracker = RewardTracker()
         self.totals = {"rewards": 0, "counterfactual_difference": 0.0, "actual_pnl": 0.0}
 
-    def restore(self, client: redis.Redis) -> None:
-        raw = client.get(STATE_KEY)
+    def restore(self) -> None:
+        raw = self.state.get(STATE_KEY)
         state = orjson.loads(raw) if raw else {}
         self.tracker = RewardTracker(recent=state.get("recent_returns", ()))
         self.totals = {"rewards": int(state.get("rewards", 0)),
@@ -65,7 +65,7 @@ class RlFeedback(ServiceBase):
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         trade: TradeClosed = event.payload
-        raw = self.client.get(RECORD_PREFIX + trade.trade_id)
+        raw = self.state.get(RECORD_PREFIX + trade.trade_id)
         if raw is None:
             SKIPPED.labels("no_entry_record").inc()
             log.info("closed trade without an RL record", trade_id=trade.trade_id)
@@ -121,3 +121,7 @@ def _unusable(entry: dict[str, Any]) -> str | None:
     if float(entry.get("equity", 0.0)) <= 0 or float(entry.get("stop_distance", 0.0)) <= 0:
         return "no_equity_or_stop"
     return None
+
+
+def build(settings: Any, ports: Ports) -> RlFeedback:
+    return RlFeedback(ports)

@@ -2,7 +2,7 @@
 
 from quantum.app import run_service
 from services.rl_trainer.config import Settings
-from services.rl_trainer.service import NAME, RlTrainer
+from services.rl_trainer.service import NAME, build
 
 if __name__ == "__main__":
-    run_service(NAME, Settings, lambda settings, client: RlTrainer(settings))
+    run_service(NAME, Settings, build)

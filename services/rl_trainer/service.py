@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 import structlog
 from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, new_envelope
+from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import SizingPolicyPromoted
 from quantum.contracts.streams import SIZING_POLICY
@@ -44,8 +44,9 @@ log = structlog.get_logger(service=NAME)
 class RlTrainer(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, ports: Ports) -> None:
         self.settings = settings
+        self.committed = ports.state
         self.registry_dir = Path(settings.rl_policy_dir)
         self.new_rewards = 0
         self.next_run = time.time() + (0 if settings.retrain_on_start
@@ -56,8 +57,8 @@ class RlTrainer(ServiceBase):
         self._last_ts = 0
         self._dirty = False
 
-    def restore(self, client: redis.Redis) -> None:
-        raw = client.get(STATE_KEY)
+    def restore(self) -> None:
+        raw = self.committed.get(STATE_KEY)
         state = orjson.loads(raw) if raw else {}
         self.new_rewards = int(state.get("new_rewards", 0))
         if state.get("next_run") is not None:
@@ -142,3 +143,7 @@ class RlTrainer(ServiceBase):
             log.warning("sizing policy kept as a candidate", version=result.get("version"),
                         verdict=result.get("verdict"))
         out.put_state(STATE_KEY, self.state())
+
+
+def build(settings: Any, ports: Ports) -> RlTrainer:
+    return RlTrainer(settings, ports)

@@ -88,6 +88,7 @@ def bus_unavailable(error: BaseException) -> bool:
 # The commit: checks first (nothing is written unless all pass), then the writes in order.
 # ARGV: group, consumer, version key ("" = unversioned), expected version, bump (0/1),
 #       n streams + (stream, first id, last id, k, k ids…)…, n guards + (key, member)…,
+#       n compare-and-sets + (key, "1" expected present / "0" absent, expected value)…,
 #       then each command as (argc, args…).
 COMMIT_SCRIPT = """
 local group, consumer, vkey, expected, bump = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -129,6 +130,15 @@ for _ = 1, n do
     return redis.error_reply('DUPLICATE ' .. key .. ' ' .. member)
   end
 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key, present, expected = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  local current = redis.call('GET', key)
+  if (present == '1' and current ~= expected) or (present == '0' and current) then
+    return redis.error_reply('STALE ' .. key .. ' changed since it was read')
+  end
+end
 if vkey ~= '' and bump == '1' then
   version = tostring(redis.call('INCR', vkey))
 end
@@ -157,14 +167,19 @@ class Delivered:
 
 @dataclass
 class Outbox:
-    """What a handler wants committed with its acks: events, state keys, dead letters."""
+    """What a handler wants committed with its acks, as typed operations: events, state
+    keys (optionally expiring), list appends, guarded "once" records and compare-and-set
+    writes. Nothing else reaches the bus from a handler; each engine commits an outbox in
+    one atomic step (Redis: :data:`COMMIT_SCRIPT`; in process: :mod:`quantum.engine`)."""
 
     produces: frozenset[str]
     events: list[tuple[StreamSpec, Envelope[Any]]] = field(default_factory=list)
     state: dict[str, bytes] = field(default_factory=dict)
+    ttls: dict[str, int] = field(default_factory=dict)  # key -> seconds
     deletes: set[str] = field(default_factory=set)
-    commands: list[tuple[str | bytes | int | float, ...]] = field(default_factory=list)
+    appends: list[tuple[str, bytes, int]] = field(default_factory=list)  # key, value, keep
     guards: list[tuple[str, str, int, int]] = field(default_factory=list)
+    swaps: dict[str, tuple[bytes | None, bytes]] = field(default_factory=dict)
 
     def emit(self, stream: StreamSpec, envelope: Envelope[Any]) -> None:
         if stream.name not in self.produces:
@@ -174,19 +189,32 @@ class Outbox:
             )
         self.events.append((stream, envelope))
 
-    def put_state(self, key: str, value: object) -> None:
-        """Write ``key`` (JSON) in the same transaction as the acks."""
+    def put_state(self, key: str, value: object, *, ttl_s: int | None = None) -> None:
+        """Write ``key`` (JSON) in the same commit as the acks; ``ttl_s``: it expires."""
         self.deletes.discard(key)
         self.state[key] = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        if ttl_s is None:
+            self.ttls.pop(key, None)
+        else:
+            self.ttls[key] = ttl_s
 
     def delete_state(self, key: str) -> None:
         self.state.pop(key, None)
+        self.ttls.pop(key, None)
         self.deletes.add(key)
 
-    def command(self, *command: str | bytes | int | float) -> None:
-        """Any other write for the same transaction, as Redis spells it:
-        ``out.command("ZADD", key, score, member)``."""
-        self.commands.append(command)
+    def append(self, key: str, value: object, keep: int) -> None:
+        """Prepend ``value`` (JSON) to the list ``key``, keeping its newest ``keep`` items
+        (an audit trail)."""
+        self.appends.append((key, orjson.dumps(value), keep))
+
+    def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> None:
+        """Set ``key`` to ``value`` only if it still holds ``expected`` (None: absent) when
+        the commit runs; otherwise the whole commit is refused as ``STALE`` and the batch
+        is handled again on fresh state. For keys other writers share (the ESS, which
+        operators change too)."""
+        first = self.swaps.get(key)
+        self.swaps[key] = (first[0] if first is not None else expected, value)
 
     def guard(self, key: str, member: str, score_ms: int, keep_ms: int) -> None:
         """Record ``member`` in the sorted set ``key`` (score: event time, ms) with the commit,
@@ -198,7 +226,7 @@ class Outbox:
     @property
     def writes(self) -> bool:
         """Whether the commit changes the service's state (and so bumps its version)."""
-        return bool(self.state or self.deletes or self.commands or self.guards)
+        return bool(self.state or self.deletes or self.appends or self.guards or self.swaps)
 
     @property
     def empty(self) -> bool:
@@ -206,13 +234,14 @@ class Outbox:
 
 
 class Service(Protocol):
-    """What the runner needs from a service."""
+    """What a runner (the bus's or the engine's) needs from a service. A service reads the
+    world only through the ports it was built with (:mod:`quantum.bus.ports`)."""
 
     name: str
 
-    def restore(self, client: redis.Redis) -> None:
-        """Load committed state (at start, after a handler failure, after a refused commit
-        and after a bus outage)."""
+    def restore(self) -> None:
+        """Load committed state through the service's state port (at start, after a handler
+        failure, after a refused commit and after a bus outage)."""
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         """Handle one event; record outputs and state writes in ``out``."""
@@ -223,8 +252,10 @@ class Service(Protocol):
     def on_idle(self, out: Outbox, now: float) -> None:
         """Called each loop turn, with wall time, for timers."""
 
-    # Optional: ``after_commit()``, called after each commit Redis accepted (e.g. to copy a
-    # book to a durable record of the service's own once it is committed).
+    # Optional: ``after_commit()``, called after each commit the bus accepted (e.g. to copy
+    # a book to a durable record of the service's own once it is committed); ``clock``, the
+    # service's :class:`~quantum.bus.ports.Clock`, which the runner advances with each
+    # event's time before the handler sees it.
 
 
 class ServiceBase:
@@ -232,7 +263,7 @@ class ServiceBase:
 
     name: str
 
-    def restore(self, client: redis.Redis) -> None:
+    def restore(self) -> None:
         return None
 
     def on_batch_end(self, out: Outbox) -> None:
@@ -418,6 +449,7 @@ class Runner:
         self._name = subscription.service
         self._version = "0"  # the version of the state the service restored
         self._epoch: bytes | None = None  # the fleet epoch this process works under
+        self._clock = getattr(service, "clock", None)
         self.outages = 0  # bus outages survived (tests and metrics)
         self.refusals: dict[str, int] = defaultdict(int)  # commit refusals by reason
 
@@ -451,7 +483,7 @@ class Runner:
         if self.sub.version_key is not None:
             raw = self.client.get(self.sub.version_key)
             self._version = raw.decode() if raw else "0"
-        self.service.restore(self.client)
+        self.service.restore()
 
     def run(self, max_idle_turns: int | None = None) -> None:
         """Loop until stopped. ``max_idle_turns`` ends it after that many empty reads (tests)."""
@@ -672,6 +704,8 @@ class Runner:
 
     def _handle_one(self, event: Envelope[Any], out: Outbox) -> None:
         structlog.contextvars.bind_contextvars(trace_id=event.trace_id, event_id=event.id)
+        if self._clock is not None:
+            self._clock.observe(event.ts)
         try:
             self.service.handle(event, out)
         finally:
@@ -726,6 +760,9 @@ class Runner:
         ]
         for key, member, _, _ in out.guards:
             argv += (key, member)
+        argv.append(len(out.swaps))
+        for key, (expected, _) in out.swaps.items():
+            argv += (key, "0" if expected is None else "1", expected or b"")
         for command in commands:
             argv.append(len(command))
             argv.extend(command)
@@ -755,10 +792,15 @@ class Runner:
             commands.append(xadd_command(spec.key, encode(envelope), spec.maxlen))
             produced[spec.name] += 1
         for key, value in out.state.items():
-            commands.append(("SET", key, value))
+            ttl = out.ttls.get(key)
+            commands.append(("SET", key, value) if ttl is None else ("SET", key, value, "EX", ttl))
         for key in out.deletes:
             commands.append(("DEL", key))
-        commands.extend(out.commands)
+        for key, (_, value) in out.swaps.items():
+            commands.append(("SET", key, value))
+        for key, value, keep in out.appends:
+            commands.append(("LPUSH", key, value))
+            commands.append(("LTRIM", key, 0, keep - 1))
         for key, member, score, keep in out.guards:
             commands.append(("ZADD", key, score, member))
             commands.append(("ZREMRANGEBYSCORE", key, "-inf", f"({score - keep}"))

@@ -312,6 +312,12 @@ def version_key(spec: ServiceSpec) -> str | None:
     return f"{spec.state_keys[0]}:version" if spec.state_keys else None
 
 
+def factory(spec: ServiceSpec) -> Any:
+    """The service's ``build(settings, ports)`` (``<module>.service:build``): how the bus
+    and the in-process engine construct the same handlers."""
+    return importlib.import_module(f"{spec.module}.service").build
+
+
 def settings_class(spec: ServiceSpec) -> Any:
     """Import the service's settings class (``module:Class``)."""
     module, _, name = spec.settings.partition(":")

@@ -67,28 +67,34 @@ def _iso(moment: datetime | None) -> str:
 
 def validate(request: ReplayRequest) -> int:
     """Check the inputs before anything starts; returns the number of klines to replay."""
-    if not request.data_dir.is_dir():
-        raise ReplayError(f"data directory {request.data_dir} does not exist")
-    if not request.symbols:
+    return check_inputs(request.data_dir, request.symbols, request.start, request.end)
+
+
+def check_inputs(
+    data_dir: Path, symbols: tuple[str, ...], start: datetime | None, end: datetime | None
+) -> int:
+    """The checks a replay and a backtest share: the directory, the symbols' files, every
+    line readable, bars in the range. Returns the number of klines; raises
+    :class:`ReplayError` saying what is wrong in one line."""
+    if not data_dir.is_dir():
+        raise ReplayError(f"data directory {data_dir} does not exist")
+    if not symbols:
         raise ReplayError("no symbols given")
-    missing = [s for s in request.symbols if not kline_path(request.data_dir, s).exists()]
+    missing = [s for s in symbols if not kline_path(data_dir, s).exists()]
     if missing:
-        have = ", ".join(available_symbols(request.data_dir)) or "none"
-        raise ReplayError(
-            f"no 5m klines for {', '.join(missing)} in {request.data_dir} (has: {have})"
-        )
-    start_ms = int(request.start.timestamp() * 1000) if request.start else None
-    end_ms = int(request.end.timestamp() * 1000) if request.end else None
+        have = ", ".join(available_symbols(data_dir)) or "none"
+        raise ReplayError(f"no 5m klines for {', '.join(missing)} in {data_dir} (has: {have})")
+    start_ms = int(start.timestamp() * 1000) if start else None
+    end_ms = int(end.timestamp() * 1000) if end else None
     total = 0
-    for symbol in request.symbols:
+    for symbol in symbols:
         try:
-            data = load_symbol(request.data_dir, symbol, start_ms=start_ms, end_ms=end_ms)
+            data = load_symbol(data_dir, symbol, start_ms=start_ms, end_ms=end_ms)
         except DataError as e:
             raise ReplayError(str(e)) from None
         if data.open_time.size == 0:
             raise ReplayError(
-                f"{symbol}: no bars between {_iso(request.start) or 'start'} "
-                f"and {_iso(request.end) or 'end'}"
+                f"{symbol}: no bars between {_iso(start) or 'start'} and {_iso(end) or 'end'}"
             )
         total += int(data.open_time.size)
     return total

@@ -118,12 +118,42 @@ def build(
     wall_seconds: float,
     replay_state: dict[str, Any],
 ) -> dict[str, Any]:
-    trades = payloads(client, TRADE_CLOSED.key)
-    states = payloads(client, PORTFOLIO_STATE.key)
+    """The report of a fleet replay, from what the fleet wrote to Redis."""
     raw = client.get("quantum:state:portfolio")
-    final: dict[str, Any] = (
-        orjson.loads(raw) if raw else {"balance": initial_balance, "positions": []}
+    return assemble(
+        trades=payloads(client, TRADE_CLOSED.key),
+        states=payloads(client, PORTFOLIO_STATE.key),
+        final=orjson.loads(raw) if raw else None,
+        events=stream_counts(client),
+        latency=kline_to_order_latency(client),
+        initial_balance=initial_balance,
+        klines=klines,
+        wall_seconds=wall_seconds,
+        run={k: v for k, v in replay_state.items() if k != "status"},
     )
+
+
+TRADE_FIELDS = (
+    "trade_id", "symbol", "side", "quantity", "entry_price", "exit_price", "entry_ts",
+    "exit_ts", "gross_pnl", "fees", "funding", "net_pnl", "exit_reason", "holding_seconds",
+)
+
+
+def assemble(
+    *,
+    trades: list[dict[str, Any]],
+    states: list[dict[str, Any]],
+    final: dict[str, Any] | None,
+    events: dict[str, int],
+    latency: dict[str, float] | None,
+    initial_balance: float,
+    klines: int,
+    wall_seconds: float,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """One report shape for both engines (fleet replay and in-process backtest): closed
+    trades as published on ``trade.closed``, the equity curve from ``portfolio.state``."""
+    final = final or {"balance": initial_balance, "positions": []}
     net = [t["net_pnl"] for t in trades]
     wins = sum(1 for x in net if x > 0)
     times = [s["ts"] for s in states]
@@ -141,30 +171,14 @@ def build(
         "max_drawdown": max_drawdown([initial_balance, *equity]),
         "sharpe": daily_sharpe(times, equity, initial_balance),
         "exit_reasons": _count(t["exit_reason"] for t in trades),
-        "events": stream_counts(client),
+        "events": events,
         "klines": klines,
         "wall_seconds": wall_seconds,
         "klines_per_second": klines / wall_seconds if wall_seconds > 0 else 0.0,
-        "kline_to_order_latency": kline_to_order_latency(client),
-        "replay": {k: v for k, v in replay_state.items() if k != "status"},
-        "trade_list": [
-            {
-                k: t[k]
-                for k in (
-                    "trade_id",
-                    "symbol",
-                    "side",
-                    "quantity",
-                    "entry_price",
-                    "exit_price",
-                    "entry_ts",
-                    "exit_ts",
-                    "net_pnl",
-                    "exit_reason",
-                )
-            }
-            for t in trades
-        ],
+        "kline_to_order_latency": latency,
+        "replay": run,
+        "trade_list": [{k: t[k] for k in TRADE_FIELDS} for t in trades],
+        "equity_curve": [[t, e] for t, e in zip(times, equity, strict=True)],
     }
 
 

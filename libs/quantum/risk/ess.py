@@ -110,6 +110,30 @@ def _update(client: redis.Redis, change: Any) -> tuple[EssState, EssState]:
                 continue
 
 
+def tripped(
+    raw: bytes | None, reason: str, by: str, *, evaluator: str, at: int
+) -> tuple[EssState, dict[str, Any] | None]:
+    """The ESS after a trip on the stored value ``raw``, and the audit entry of the trip
+    (None when it was tripped already: a trip keeps its first reason). Pure, so a service
+    can commit the trip through its outbox (:meth:`Outbox.compare_and_set`)."""
+    found = stored(raw)
+    old = found if found is not None else UNKNOWN
+    if old.tripped and found is not None:
+        return old, None
+    new = (CLEAR if found is None else old).model_copy(
+        update={
+            "tripped": True,
+            "reason": reason,
+            "evaluator": evaluator,
+            "tripped_at": at,
+            "by": by,
+            "trips": old.trips + 1,
+        }
+    )
+    entry = {"action": "trip", "by": by, "reason": reason, "at": at, "evaluator": evaluator}
+    return new, entry
+
+
 def trip(
     client: redis.Redis, reason: str, by: str, *, evaluator: str = "manual", at: int | None = None
 ) -> EssState:

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis
-
+from quantum.bus.ports import State
 from quantum.contracts.events import ExecutionReport
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.risk.policy import RiskPolicy
@@ -77,26 +76,21 @@ class ExecutionErrorsEvaluator:
         return None
 
 
-def missing_heartbeats(client: redis.Redis, required: list[str]) -> list[str]:
-    pipe = client.pipeline(transaction=False)
-    for name in required:
-        pipe.exists(heartbeat_key(name))
-    return [name for name, alive in zip(required, pipe.execute(), strict=True) if not alive]
+def missing_heartbeats(state: State, required: list[str]) -> list[str]:
+    beats = state.get_many([heartbeat_key(name) for name in required])
+    return [name for name, beat in zip(required, beats, strict=True) if beat is None]
 
 
-def health_reason(client: redis.Redis, required: list[str]) -> str | None:
-    missing = missing_heartbeats(client, required)
+def health_reason(state: State, required: list[str]) -> str | None:
+    missing = missing_heartbeats(state, required)
     return f"required services without heartbeat: {', '.join(missing)}" if missing else None
 
 
-def stale_feed_reason(
-    client: redis.Redis, tick_key: str, now_ms: int, policy: RiskPolicy
-) -> str | None:
-    """Age of the newest ``market.tick`` entry (its id is its wall-clock arrival time)."""
-    last = client.xrevrange(tick_key, count=1)
-    if not last:
+def stale_feed_reason(last_arrival_ms: int | None, now_ms: int, policy: RiskPolicy) -> str | None:
+    """Age of the newest ``market.tick`` entry (when it reached the bus, wall clock)."""
+    if last_arrival_ms is None:
         return None  # no feed yet: nothing to call stale (system health covers a dead publisher)
-    age_s = (now_ms - int(last[0][0].decode().split("-")[0])) / 1000
+    age_s = (now_ms - last_arrival_ms) / 1000
     if age_s > policy.ess_data_stale_seconds:
         return f"market data stale for {age_s:.0f}s (> {policy.ess_data_stale_seconds}s)"
     return None

@@ -19,6 +19,7 @@ import orjson
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from quantum.bus.ports import State
 from quantum.registry.fleet import POLICY_HISTORY_KEY, POLICY_KEY
 
 HISTORY_LIMIT = 1000
@@ -113,9 +114,13 @@ def _explain(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def load(client: redis.Redis) -> Policy:
-    raw = client.get(POLICY_KEY)
+def parse(raw: bytes | None) -> Policy:
+    """The stored document; no document is the default policy (version 0)."""
     return Policy.model_validate_json(raw) if raw is not None else Policy()
+
+
+def load(client: redis.Redis) -> Policy:
+    return parse(client.get(POLICY_KEY))
 
 
 def version(client: redis.Redis) -> int:
@@ -135,6 +140,44 @@ def _set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def compose(
+    current: Policy,
+    changes: dict[str, Any],
+    *,
+    by: str,
+    reason: str,
+    base: Policy | None = None,
+    at: int | None = None,
+) -> tuple[Policy, dict[str, Any]]:
+    """The next version of ``current`` with ``changes`` (dotted keys → values) applied to
+    ``base`` (default: ``current``), and its history entry. Raises :class:`PolicyError`
+    naming the first bad key."""
+    if not reason.strip():
+        raise PolicyError("a reason is required")
+    document = (base or current).model_dump(mode="json")
+    for key, value in changes.items():
+        _set_path(document, key, value)
+    document.update(
+        version=current.version + 1,
+        updated_at=int(time.time() * 1000) if at is None else at,
+        updated_by=by,
+        reason=reason,
+    )
+    try:
+        new = Policy.model_validate(document)
+    except ValidationError as e:
+        raise PolicyError(_explain(e)) from None
+    entry = {
+        "version": new.version,
+        "at": new.updated_at,
+        "by": by,
+        "reason": reason,
+        "changes": changes,
+        "policy": new.model_dump(mode="json"),
+    }
+    return new, entry
+
+
 def write(
     client: redis.Redis,
     changes: dict[str, Any],
@@ -150,29 +193,8 @@ def write(
         while True:
             try:
                 pipe.watch(POLICY_KEY)
-                raw = pipe.get(POLICY_KEY)
-                current = Policy.model_validate_json(raw) if raw is not None else Policy()
-                document = (base or current).model_dump(mode="json")
-                for key, value in changes.items():
-                    _set_path(document, key, value)
-                document.update(
-                    version=current.version + 1,
-                    updated_at=int(time.time() * 1000),
-                    updated_by=by,
-                    reason=reason,
-                )
-                try:
-                    new = Policy.model_validate(document)
-                except ValidationError as e:
-                    raise PolicyError(_explain(e)) from None
-                entry = {
-                    "version": new.version,
-                    "at": new.updated_at,
-                    "by": by,
-                    "reason": reason,
-                    "changes": changes,
-                    "policy": new.model_dump(mode="json"),
-                }
+                current = parse(pipe.get(POLICY_KEY))
+                new, entry = compose(current, changes, by=by, reason=reason, base=base)
                 pipe.multi()
                 pipe.set(POLICY_KEY, new.model_dump_json())
                 pipe.lpush(POLICY_HISTORY_KEY, orjson.dumps(entry))
@@ -202,12 +224,12 @@ def rollback(client: redis.Redis, to_version: int, *, by: str, reason: str) -> P
 class PolicyCache:
     """A service's view of the policy, re-read only when the version changes."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self.policy = load(client)
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.policy = parse(state.get(POLICY_KEY))
 
     def refresh(self) -> Policy:
-        return self.update(self.client.get(POLICY_KEY))
+        return self.update(self.state.get(POLICY_KEY))
 
     def update(self, raw: bytes | None) -> Policy:
         """Take the stored document (already read, e.g. in a pipeline) if its version moved."""

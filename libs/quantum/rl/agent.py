@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
+from quantum.bus.ports import History, Ports
 from quantum.contracts.streams import FEATURES
 from quantum.registry.fleet import RL_SIZING_KEY
 from quantum.rl.observation import (
@@ -79,35 +79,28 @@ class SizingDecision:
     reason: str | None  # why there is no suggestion (None when there is one)
 
 
-def find_features(client: redis.Redis, symbol: str, close_time: int,
+def find_features(history: History, symbol: str, close_time: int,
                   depth: int = FEATURE_SCAN_DEPTH) -> dict[str, float] | None:
     """The unified features of ``symbol``'s bar closing at ``close_time``, newest first."""
-    upper = "+"
-    seen = 0
-    while seen < depth:
-        entries = client.xrevrange(FEATURES.key, max=upper, count=64)
-        if not entries:
-            return None
-        for _entry_id, fields in entries:
-            payload = orjson.loads(fields[b"payload"])
-            if payload.get("symbol") == symbol:
-                if payload.get("close_time") == close_time:
-                    return dict(payload["values"])
-                if payload.get("close_time", 0) < close_time:
-                    return None  # older than the bar: it is not in the stream
-        seen += len(entries)
-        last = entries[-1][0].decode() if isinstance(entries[-1][0], bytes) else entries[-1][0]
-        upper = "(" + last
+    for event in history.newest(FEATURES, depth):
+        vector = event.payload
+        if getattr(vector, "symbol", None) != symbol:
+            continue
+        if vector.close_time == close_time:
+            return dict(vector.values)
+        if vector.close_time < close_time:
+            return None  # older than the bar: it is not in the stream
     return None
 
 
 class SizingAgent:
     """Loads the promoted policy, suggests, and keeps its health for the bridge."""
 
-    def __init__(self, client: redis.Redis, registry_root: Path) -> None:
+    def __init__(self, ports: Ports, registry_root: Path) -> None:
         from quantum.rl.policy import PolicyRegistry
 
-        self.client = client
+        self.state = ports.state
+        self.history = ports.history
         self.registry = PolicyRegistry(Path(registry_root))
         self.policy: Any = None
         self.problem: str | None = "not loaded yet"
@@ -165,8 +158,8 @@ class SizingAgent:
 
     # --- per plan -------------------------------------------------------------------------
 
-    def restore(self, client: redis.Redis) -> None:
-        raw = client.get(STATUS_KEY)
+    def restore(self) -> None:
+        raw = self.state.get(STATUS_KEY)
         self.peak_equity = float(orjson.loads(raw).get("peak_equity", 0.0)) if raw else 0.0
 
     def decide(self, mode: str, intent: Any, portfolio: dict[str, Any]) -> SizingDecision:
@@ -174,7 +167,7 @@ class SizingAgent:
         version = self.policy.version if self.policy is not None else None
         equity = float(portfolio["equity"])
         self.peak_equity = max(self.peak_equity, equity)
-        features = find_features(self.client, intent.symbol, intent.bar_time)
+        features = find_features(self.history, intent.symbol, intent.bar_time)
         if features is None:
             return self._without("features_unavailable", mode, None, version,
                                  f"no features for {intent.symbol} at {intent.bar_time}")
