@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from quantum import localredis
-from quantum.app import build_runner
+from quantum.app import build_runner, build_service
 from quantum.bus.envelope import new_envelope
 from quantum.bus.runner import Delivered, Runner, publish
 from quantum.contracts.events import ExitPlan, OrderRequest, TakeProfit, Tick
@@ -33,7 +33,6 @@ from quantum.registry.fleet import EXECUTION_KEY
 from quantum.replay.report import payloads
 from quantum.risk import ess, fleetstate
 from services.execution.config import Settings
-from services.execution.service import Execution
 
 PRICE = 100.0
 PATIENCE_S = 60.0
@@ -100,7 +99,8 @@ class Bench:
                             block_ms=20, metrics_port=0, instance=instance,
                             claim_idle_ms=300, claim_interval_s=0.1)
         client = redis.Redis.from_url(self.url, socket_timeout=10)
-        runner = build_runner("execution", settings, client, Execution(settings, client))
+        runner = build_runner("execution", settings, client,
+                              build_service("execution", settings, client))
         runner.config.reconnect_initial_s = 0.05
         runner.config.reconnect_max_s = 0.5
         thread = threading.Thread(target=runner.run, daemon=True)
@@ -293,7 +293,8 @@ def two_instances(work: Path, quick: bool) -> Outcome:
 
         settings = Settings(redis_url=bench.url, book_record_dir=str(work / "book0"),
                             block_ms=20, metrics_port=0, instance="0")
-        first = _build("execution", settings, stalled, Execution(settings, stalled))
+        first = _build("execution", settings, stalled,
+                       build_service("execution", settings, stalled))
         first.start()
         plans = bench.send_orders(1)
         response = stalled.xreadgroup("execution", first.consumer,

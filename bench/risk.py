@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from bench._redis import private_redis
+from quantum.app import build_service
 from quantum.bus.envelope import derive_id, new_envelope
 from quantum.bus.runner import Outbox
 from quantum.contracts.events import Kline, Plan, PortfolioState, PositionView
@@ -26,7 +27,6 @@ from quantum.exits.profiles import exit_plan
 from quantum.registry.fleet import PORTFOLIO_KEY
 from quantum.risk import policy
 from services.risk_governor.config import Settings
-from services.risk_governor.service import RiskGovernor
 
 SYMBOLS = [f"SYM{i:02d}USDT" for i in range(25)]
 
@@ -60,8 +60,8 @@ def run(quick: bool) -> dict[str, Any]:
         policy.write(client, {"risk.max_concurrent_positions": 30, "risk.cooldown_seconds": 0,
                               "risk.max_correlation": 1.0}, by="bench", reason="bench")
         client.set(PORTFOLIO_KEY, portfolio(20).model_dump_json())
-        governor = RiskGovernor(Settings(clock="event"), client)
-        governor.restore(client)
+        governor: Any = build_service("risk-governor", Settings(clock="event"), client)
+        governor.restore()
         rng = random.Random(7)
         price = dict.fromkeys(SYMBOLS, 100.0)
         for t in range(300):  # return history for the correlation check
@@ -81,6 +81,7 @@ def run(quick: bool) -> dict[str, Any]:
             event = new_envelope(plan(i, bar_time), ts=bar_time, source="bench", key=i)
             out = Outbox(produces)
             t0 = time.perf_counter()
+            governor.clock.observe(event.ts)  # as the runner does before each event
             governor.handle(event, out)
             samples.append(time.perf_counter() - t0)
             approved += out.events[-1][1].payload.approved

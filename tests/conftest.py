@@ -8,8 +8,9 @@ tests never touch an operator's Redis; without it they use ``QT_TEST_REDIS_URL``
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -52,3 +53,45 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def sample_dir() -> Path:
     return SAMPLE
+
+
+class OnBus:
+    """One named service of the registry on the test Redis, built by its own factory on its
+    Redis ports, with the runner its unit would run. ``deliver`` hands it events as the
+    runner does (the event clock advanced first) and ``commit`` commits an outbox with the
+    runner's own commit script."""
+
+    def __init__(self, name: str, client: redis.Redis, settings: Any) -> None:
+        from quantum.app import build_runner, build_service
+
+        self.name = name
+        self.client = client
+        self.settings = settings
+        self.service: Any = build_service(name, settings, client)
+        self.runner = build_runner(name, settings, client, self.service)
+        self.runner._restore()
+
+    def deliver(self, *events: Any, out: Any = None) -> Any:
+        """Handle ``events`` in one batch (``on_batch_end`` included); returns the outbox."""
+        from quantum.bus.runner import Outbox
+
+        out = out if out is not None else Outbox(self.runner.sub.produces)
+        for event in events:
+            self.runner._handle_one(event, out)
+        self.service.on_batch_end(out)
+        return out
+
+    def commit(self, out: Any) -> None:
+        self.runner.commit(out, {}, [])
+
+
+@pytest.fixture
+def on_bus(r: redis.Redis) -> Callable[..., OnBus]:
+    """``on_bus("risk-governor", clock="event")``: the service, its runner, one line."""
+    from quantum.registry.fleet import service, settings_class
+
+    def make(name: str, settings: Any = None, **values: Any) -> OnBus:
+        built = settings if settings is not None else settings_class(service(name))(**values)
+        return OnBus(name, r, built)
+
+    return make

@@ -22,6 +22,7 @@ import redis
 
 from quantum.app import subscription
 from quantum.bus.envelope import new_envelope
+from quantum.bus.redisports import redis_ports
 from quantum.bus.runner import Runner, RunnerConfig, publish
 from quantum.contracts.events import EVENT_TYPES, FeatureVector, PolicyUpdated
 from quantum.contracts.streams import FEATURES, POLICY_UPDATED
@@ -84,8 +85,9 @@ def signals(client: redis.Redis) -> list[dict[str, Any]]:
     return payloads(client, "quantum:stream:ai.signal_generated")
 
 
-def engine(root: Path, **kwargs: Any) -> AiEngine:
-    return AiEngine(0.5, 20, 0.99, model="ensemble", models_dir=root, **kwargs)
+def engine(client: redis.Redis, root: Path, **kwargs: Any) -> AiEngine:
+    return AiEngine(0.5, 20, 0.99, model="ensemble", models_dir=root,
+                    ports=redis_ports(client, EVENT_TYPES, event_clock=False), **kwargs)
 
 
 def test_forward_pass_agrees_with_neuralforecast_predict(data: Dataset) -> None:
@@ -107,7 +109,7 @@ def test_engine_serves_all_four_members_once_windows_fill(
     root, version = registry
     events = feature_events("ETHUSDT", 80)
     publish(r, [(FEATURES, e) for e in events])
-    run_engine(r, engine(root, model_version=version))
+    run_engine(r, engine(r, root, model_version=version))
     served = signals(r)
     # the trees alone are 2 of 4, below the quorum: no signal until the 64-bar window is full
     assert len(served) == 80 - 63
@@ -125,7 +127,7 @@ def test_a_missing_member_is_reported_and_below_quorum_nothing_is_made(
     (tmp_path / version / "nhits-b1.pt").unlink()  # missing
     events = feature_events("BTCUSDT", 70)
     publish(r, [(FEATURES, e) for e in events])
-    run_engine(r, engine(tmp_path, model_version=version))
+    run_engine(r, engine(r, tmp_path, model_version=version))
     served = signals(r)
     assert len(served) == 70 - 63 and all(len(s["votes"]) == 3 for s in served)
     health = orjson.loads(r.get(AI_ENGINE_KEY))["health"]
@@ -137,7 +139,7 @@ def test_a_missing_member_is_reported_and_below_quorum_nothing_is_made(
     with (tmp_path / version / "patchtst-b32.pt").open("r+b") as handle:
         handle.write(b"corrupt")  # a second member fails its hash: 2 of 4 loaded
     publish(r, [(FEATURES, e) for e in events])
-    run_engine(r, engine(tmp_path, model_version=version))
+    run_engine(r, engine(r, tmp_path, model_version=version))
     assert signals(r) == []
     assert payloads(r, "quantum:stream:trade.intent") == []
     health = orjson.loads(r.get(AI_ENGINE_KEY))["health"]
@@ -153,7 +155,7 @@ def test_swap_neither_drops_nor_repeats_events_and_survives_restart(
     shutil.copytree(root / version, tmp_path / version)
     shutil.copytree(root / version, tmp_path / "v2")
     events = feature_events("ETHUSDT", 100)
-    first = engine(tmp_path, model_version=version)
+    first = engine(r, tmp_path, model_version=version)
     publish(r, [(FEATURES, e) for e in events[:70]])
     run_engine(r, first)
     update = PolicyUpdated(kind="model", version="v2", previous=version, reason="test", ts=1)
@@ -163,7 +165,7 @@ def test_swap_neither_drops_nor_repeats_events_and_survives_restart(
     run_engine(r, first)
     publish(r, [(FEATURES, e) for e in events[70:85]])
     run_engine(r, first)
-    second = engine(tmp_path, model_version=version)  # a restart: state says v2
+    second = engine(r, tmp_path, model_version=version)  # a restart: state says v2
     publish(r, [(FEATURES, e) for e in events[85:]])
     run_engine(r, second)
     served = signals(r)
@@ -178,6 +180,7 @@ def test_swap_neither_drops_nor_repeats_events_and_survives_restart(
 def test_baseline_stays_selectable(r: redis.Redis) -> None:
     events = feature_events("ETHUSDT", 5)
     publish(r, [(FEATURES, e) for e in events])
-    run_engine(r, AiEngine(0.65, 20, 0.7))
+    run_engine(r, AiEngine(0.65, 20, 0.7,
+                             ports=redis_ports(r, EVENT_TYPES, event_clock=False)))
     served = signals(r)
     assert len(served) == 5 and {s["model"] for s in served} == {"baseline-momentum"}

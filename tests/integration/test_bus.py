@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from quantum.bus.envelope import Envelope, EventTypes, Payload, decode, new_envelope
+from quantum.bus.redisports import RedisState
 from quantum.bus.runner import (
     Outbox,
     Runner,
@@ -45,8 +46,10 @@ class Doubler(ServiceBase):
         self.fail_on = fail_on
         self.rogue = rogue
 
-    def restore(self, client: redis.Redis) -> None:
-        raw = client.get(COUNTER_KEY)
+    state: RedisState  # its state port, given by make_runner
+
+    def restore(self) -> None:
+        raw = self.state.get(COUNTER_KEY)
         self.total = int(raw) if raw else 0
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
@@ -66,7 +69,14 @@ def subscription() -> Subscription:
     return Subscription("doubler", "doubler", (IN,), frozenset({OUT.name}))
 
 
+def bind(service: Any, client: redis.Redis) -> Any:
+    """Give a test service its state port, as a service's factory does."""
+    service.state = RedisState(client)
+    return service
+
+
 def make_runner(client: redis.Redis, service: Doubler, **config: Any) -> Runner:
+    bind(service, client)
     defaults = {"block_ms": 50, "claim_idle_ms": 50, "claim_interval_s": 0.01, "max_deliveries": 3}
     defaults.update(config)
     return Runner(client, service, subscription(), TYPES, RunnerConfig(**defaults))
@@ -95,7 +105,7 @@ def _crashing_child(url: str, consumer_instance: str) -> None:
     client = redis.Redis.from_url(url)
     runner = CrashBeforeCommit(
         client,
-        Doubler(),
+        bind(Doubler(), client),
         subscription(),
         TYPES,
         RunnerConfig(block_ms=50, instance=consumer_instance),

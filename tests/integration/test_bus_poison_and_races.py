@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from quantum import localredis
 from quantum.bus.envelope import Envelope, EventTypes, InvalidEvent, Payload, decode, new_envelope
+from quantum.bus.redisports import RedisState
 from quantum.bus.runner import (
     CommitRefused,
     Outbox,
@@ -54,8 +55,10 @@ class Echo(ServiceBase):
     def __init__(self) -> None:
         self.seen: set[int] = set()
 
-    def restore(self, client: redis.Redis) -> None:
-        self.seen = {int(m) for m in client.zrange(GUARD_KEY, 0, -1)}
+    state: RedisState  # its state port, given by runner()
+
+    def restore(self) -> None:
+        self.seen = {int(m) for m in self.state.scores(GUARD_KEY)}
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         value = event.payload.value
@@ -75,7 +78,14 @@ def runner(client: redis.Redis, service: ServiceBase | None = None, **config: An
                                 "max_deliveries": 3, "reconnect_initial_s": 0.05,
                                 "reconnect_max_s": 0.2}
     defaults.update(config)
-    return Runner(client, service or Echo(), sub(), TYPES, RunnerConfig(**defaults))
+    return Runner(client, bind(service or Echo(), client), sub(), TYPES,
+                  RunnerConfig(**defaults))
+
+
+def bind(service: Any, client: redis.Redis) -> Any:
+    """Give a test service its state port, as a service's factory does."""
+    service.state = RedisState(client)
+    return service
 
 
 def valid(value: int) -> dict[str, str | bytes]:
@@ -213,12 +223,36 @@ def test_a_durable_guard_refuses_a_second_effect(r: redis.Redis) -> None:
 
 def test_the_commit_script_writes_nothing_when_it_refuses(r: redis.Redis) -> None:
     r.set("quantum:state:v", "3")
-    argv: list[Any] = ["g", "c", "quantum:state:v", "2", "1", 0, 0, 3, "SET", "k", "1"]
+    # version key, expected version, bump; no acks, no guards, no compare-and-sets; one SET
+    argv: list[Any] = ["g", "c", "quantum:state:v", "2", "1", 0, 0, 0, 3, "SET", "k", "1"]
     with pytest.raises(CommitRefused) as refused:
         commit_script(r, argv)
     assert refused.value.reason == "STALE" and r.get("k") is None
     argv[3] = "3"
     assert commit_script(r, argv) == b"4" and r.get("k") == b"1"
+
+
+def test_a_compare_and_set_refuses_the_whole_commit_when_its_key_moved(r: redis.Redis) -> None:
+    """The governor's ESS trip: written only over the value it read, else nothing is."""
+    r.set("quantum:state:ess-like", "clear")
+    out = Outbox(frozenset({OUT.name}))
+    out.compare_and_set("quantum:state:ess-like", b"clear", b"tripped")
+    out.emit(OUT, new_envelope(Item(value=1), ts=1, source="t", key=1))
+    r.set("quantum:state:ess-like", "reset-by-operator")  # someone else wrote it meanwhile
+    run = runner(r)
+    with pytest.raises(CommitRefused) as refused:
+        run.commit(out, {}, [])
+    assert refused.value.reason == "STALE"
+    assert r.get("quantum:state:ess-like") == b"reset-by-operator" and not r.exists(OUT.key)
+    r.set("quantum:state:ess-like", "clear")
+    run.commit(out, {}, [])
+    assert r.get("quantum:state:ess-like") == b"tripped" and r.xlen(OUT.key) == 1
+    absent = Outbox(frozenset({OUT.name}))
+    absent.compare_and_set("quantum:state:new", None, b"first")
+    run.commit(absent, {}, [])
+    assert r.get("quantum:state:new") == b"first"
+    with pytest.raises(CommitRefused):
+        run.commit(absent, {}, [])  # no longer absent
 
 
 # --- Redis going away under a running service ----------------------------------------------
@@ -246,7 +280,7 @@ def test_a_runner_survives_redis_restarting_empty_and_declares_the_state_lost(
     client = redis.Redis(port=private_redis["port"], socket_timeout=5)
     fleetstate.initialise(client, "pytest")
     service = Echo()
-    run = Runner(client, service, sub(fleet_key=fleetstate.FLEET_KEY), TYPES,
+    run = Runner(client, bind(service, client), sub(fleet_key=fleetstate.FLEET_KEY), TYPES,
                  RunnerConfig(block_ms=20, reconnect_initial_s=0.05, reconnect_max_s=0.2))
     thread = threading.Thread(target=run.run, daemon=True)
     thread.start()
@@ -268,7 +302,7 @@ def test_a_runner_survives_redis_restarting_empty_and_declares_the_state_lost(
 def test_a_runner_waits_out_client_pause(private_redis: dict[str, Any]) -> None:
     client = redis.Redis(port=private_redis["port"], socket_timeout=1)
     fleetstate.initialise(client, "pytest")
-    run = Runner(client, Echo(), sub(fleet_key=fleetstate.FLEET_KEY), TYPES,
+    run = Runner(client, bind(Echo(), client), sub(fleet_key=fleetstate.FLEET_KEY), TYPES,
                  RunnerConfig(block_ms=20, reconnect_initial_s=0.05, reconnect_max_s=0.2))
     thread = threading.Thread(target=run.run, daemon=True)
     thread.start()

@@ -21,6 +21,7 @@ from tests.integration.test_ai_engine_ensemble import feature_events
 
 from quantum.app import subscription
 from quantum.bus.envelope import new_envelope
+from quantum.bus.redisports import redis_ports
 from quantum.bus.runner import Outbox, Runner, RunnerConfig, publish
 from quantum.config import load
 from quantum.contracts.events import EVENT_TYPES, Kline
@@ -41,6 +42,11 @@ from services.clm.service import Clm
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 TINY = MemberConfig(tree_rounds=15, tree_depth=3)
+
+def ports(client: redis.Redis) -> Any:
+    """A service's Redis ports on the wall clock, as its factory is handed them."""
+    return redis_ports(client, EVENT_TYPES, event_clock=False)
+
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +135,7 @@ def test_shadow_promotes_a_better_candidate_and_announces_it(
         shutil.copytree(root / name, tmp_path / name)
     registry = ModelRegistry(tmp_path)
     registry.promote(worse)
-    clm = Clm(clm_settings(tmp_path, shadow_predictions=150))
+    clm = Clm(clm_settings(tmp_path, shadow_predictions=150), ports(r))
     run_clm(r, clm)  # announces the active version at start
     assert clm.begin_shadow(good)
     publish(r, [(MARKET_KLINES, e) for e in kline_events("ETHUSDT", 170)])
@@ -156,19 +162,21 @@ def test_an_equal_candidate_is_not_promoted(r: redis.Redis, versions: tuple[Path
     shutil.copytree(root / good, tmp_path / "copy")
     registry = ModelRegistry(tmp_path)
     registry.promote(good)
-    clm = Clm(clm_settings(tmp_path, shadow_predictions=30))
+    clm = Clm(clm_settings(tmp_path, shadow_predictions=30), ports(r))
     assert clm.begin_shadow("copy")
     publish(r, [(MARKET_KLINES, e) for e in kline_events("BTCUSDT", 45)])
     run_clm(r, clm)
     shadow = payloads(r, "quantum:stream:learning.events")
     assert shadow[0]["promoted"] is False
     assert registry.pointer()["active"] == good and registry.pointer()["candidate"] is None
-    restarted = Clm(clm_settings(tmp_path))  # a restart rebuilds features from handled bars
-    restarted.restore(r)
+    # A restart rebuilds features from handled bars.
+    restarted = Clm(clm_settings(tmp_path), ports(r))
+    restarted.restore()
     assert len(restarted.windows.values["BTCUSDT"]) == 45
 
 
-def test_scheduled_run_trains_a_candidate_in_a_child_process(tmp_path: Path) -> None:
+def test_scheduled_run_trains_a_candidate_in_a_child_process(
+        r: redis.Redis, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with gzip.open(SAMPLE / "BTCUSDT-5m.csv.gz", "rt") as source:
@@ -178,7 +186,7 @@ def test_scheduled_run_trains_a_candidate_in_a_child_process(tmp_path: Path) -> 
     models = tmp_path / "models"
     clm = Clm(clm_settings(models, training_data_dir=str(data_dir), retrain_on_start=True,
                            retrain_members="xgboost,lightgbm", retrain_tree_rounds=5,
-                           training_lookback_days=30))
+                           training_lookback_days=30), ports(r))
     out = Outbox(produces=frozenset(s.name for s in service("clm").produces))
     clm.on_idle(out, time.time())
     assert [e.type for _, e in out.events] == ["learning.retraining.started"]

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import redis
 
-from quantum.app import build_runner
+from quantum.app import build_runner, build_service
 from quantum.bus.envelope import new_envelope
 from quantum.bus.runner import Outbox, Runner, publish
 from quantum.config import ConfigError, load
@@ -32,7 +32,6 @@ from quantum.registry.fleet import EXECUTION_KEY
 from quantum.replay.report import payloads
 from quantum.standin.binance_rest import FuturesVenue
 from services.execution.config import Settings
-from services.execution.service import Execution
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = ExitPlan(profile="DEFAULT", stop_loss=58_000.0,
@@ -62,7 +61,7 @@ def make_runner(venue: FuturesVenue, r: redis.Redis, redis_url: str, **extra: An
     values = {k.removeprefix("QT_").lower(): v for k, v in env.items()}
     values.update(extra)
     settings = Settings(**values)
-    return build_runner("execution", settings, r, Execution(settings, r))
+    return build_runner("execution", settings, r, build_service("execution", settings, r))
 
 
 def order(plan_id: str = "plan-0001", symbol: str = "BTCUSDT", quantity: float = 0.0123456,
@@ -394,9 +393,9 @@ def test_lost_state_is_rebuilt_from_the_exchange_before_any_order(
                          client_order_id="qt-ethworking", reduce_only=False)
     balance = venue.snapshot()["balance"]
     # Redis came back empty: no execution state. An order read before the rebuild is refused.
-    early = Execution(Settings(**{k.removeprefix("QT_").lower(): v for k, v in
-                                  settings_env(venue, redis_url).items()}), r)
-    early.restore(r)
+    early: Any = build_service("execution", Settings(**{
+        k.removeprefix("QT_").lower(): v for k, v in settings_env(venue, redis_url).items()}), r)
+    early.restore()
     out = Outbox(frozenset({"execution.result", "trade.closed", "portfolio.state"}))
     early.handle(new_envelope(order("plan-early"), ts=int(time.time() * 1000), source="test",
                               key="e"), out)

@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 
-from quantum.app import build_runner
+from quantum.app import build_runner, build_service
 from quantum.bus.envelope import new_envelope
 from quantum.bus.runner import Outbox, Runner, publish
 from quantum.contracts.events import (
@@ -29,7 +29,6 @@ from quantum.registry.fleet import ESS_KEY, EXECUTION_KEY, PORTFOLIO_KEY, servic
 from quantum.replay.report import payloads
 from quantum.risk import ess, fleetstate
 from services.execution.config import Settings
-from services.execution.service import Execution
 
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
 
@@ -69,11 +68,17 @@ def settings(redis_url: str, record_dir: Path, **extra: Any) -> Settings:
 
 def make_runner(r: redis.Redis, redis_url: str, record_dir: Path) -> Runner:
     return build_runner("execution", settings(redis_url, record_dir), r,
-                        Execution(settings(redis_url, record_dir), r))
+                        build_service("execution", settings(redis_url, record_dir), r))
 
 
 def send(r: redis.Redis, payload: Any, stream: Any, key: object) -> None:
     publish(r, [(stream, new_envelope(payload, ts=now_ms(), source="test", key=key))])
+
+
+def handle(service_obj: Any, event: Any, out: Outbox) -> None:
+    """As the runner hands an event over: the service's clock sees its time first."""
+    service_obj.clock.observe(event.ts)
+    service_obj.handle(event, out)
 
 
 def results(r: redis.Redis) -> list[dict[str, Any]]:
@@ -137,8 +142,8 @@ def test_an_entry_waiting_when_the_ess_trips_is_refused_while_an_exit_still_fill
 ])
 def test_entries_are_refused_with_a_reason(r: redis.Redis, redis_url: str, tmp_path: Path,
                                            case: str, reason: str | None) -> None:
-    service_obj = Execution(settings(redis_url, tmp_path), r)
-    service_obj.restore(r)
+    service_obj = build_service("execution", settings(redis_url, tmp_path), r)
+    service_obj.restore()
     order = entry("plan-x")
     if case == "paused":
         ess.pause(r, by="op")
@@ -174,17 +179,17 @@ def test_entries_are_refused_with_a_reason(r: redis.Redis, redis_url: str, tmp_p
 
 def test_the_freshness_bound_follows_the_event_clock_in_a_replay(
         r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
-    service_obj = Execution(settings(redis_url, tmp_path, clock="event"), r)
-    service_obj.restore(r)
+    service_obj = build_service("execution", settings(redis_url, tmp_path, clock="event"), r)
+    service_obj.restore()
     bar = 1_756_684_800_000  # 2025-09-01: historical, as every replay is
     out = outbox()
-    service_obj.handle(new_envelope(tick("BTCUSDT", bar + 300_000), ts=bar + 300_000,
+    handle(service_obj, new_envelope(tick("BTCUSDT", bar + 300_000), ts=bar + 300_000,
                                     source="test", key="t"), out)
-    service_obj.handle(new_envelope(entry("plan-a", bar_time=bar), ts=bar + 300_000,
+    handle(service_obj, new_envelope(entry("plan-a", bar_time=bar), ts=bar + 300_000,
                                     source="test", key="a"), out)
-    service_obj.handle(new_envelope(tick("ETHUSDT", bar + 1_200_000), ts=bar + 1_200_000,
+    handle(service_obj, new_envelope(tick("ETHUSDT", bar + 1_200_000), ts=bar + 1_200_000,
                                     source="test", key="t2"), out)
-    service_obj.handle(new_envelope(entry("plan-b", "ETHUSDT", bar_time=bar),
+    handle(service_obj, new_envelope(entry("plan-b", "ETHUSDT", bar_time=bar),
                                     ts=bar + 1_200_000, source="test", key="b"), out)
     reports = [(e.payload.plan_id, e.payload.kind, e.payload.reason) for s, e in out.events
                if s.name == "execution.result" and e.payload.kind != "book"]
@@ -258,8 +263,8 @@ def test_without_state_or_record_a_first_start_is_fresh_and_a_later_one_trips_th
     # The execution key is lost, and the record with it (another host, a wiped disk), but
     # the streams say the fleet ran before: not a first start.
     r.delete(EXECUTION_KEY)
-    lost = Execution(settings(redis_url, tmp_path / "host-b"), r)
-    lost.restore(r)
+    lost = build_service("execution", settings(redis_url, tmp_path / "host-b"), r)
+    lost.restore()
     state = ess.status(r)
     assert state.tripped and state.reason.startswith("state_lost")
     out = outbox()

@@ -3,17 +3,26 @@ handled, reported once, and the passes converge."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import redis
 
+from quantum.bus.redisports import redis_ports
 from quantum.bus.runner import Outbox
-from quantum.contracts.events import ReconcileEvent
+from quantum.contracts.events import EVENT_TYPES, ReconcileEvent
 from quantum.exchange.binance import BinanceFutures
 from quantum.exchange.live import LiveConfig, LiveExchange
 from quantum.registry.fleet import EXECUTION_KEY, service
 from quantum.standin.binance_rest import FuturesVenue
 from services.reconcile.config import Settings
 from services.reconcile.service import Reconcile
+
+
+def ports(client: redis.Redis) -> Any:
+    """A service's Redis ports on the wall clock, as its factory is handed them."""
+    return redis_ports(client, EVENT_TYPES, event_clock=False)
+
 
 
 def adapter(venue: FuturesVenue) -> BinanceFutures:
@@ -38,7 +47,7 @@ def test_drift_is_found_handled_and_converges(r: redis.Redis) -> None:
             "stop_distance": 30.0, "exit_plan": None, "mark_price": 3_000.0}}})
         r.set(EXECUTION_KEY, orjson.dumps(book.snapshot()))
         venue.open_position_behind("BTCUSDT", 0.01, 59_000.0)  # opened by hand
-        reconcile = Reconcile(Settings(exchange="paper"), r, adapter(venue))
+        reconcile = Reconcile(Settings(exchange="paper"), ports(r), adapter(venue))
         first = reconcile.run_pass(outbox(), 1)
         assert kinds(first) == [("missing_position", "close_out"),
                                 ("unknown_position", "protected")]
@@ -62,7 +71,7 @@ def test_drift_is_found_handled_and_converges(r: redis.Redis) -> None:
 def test_close_policy_flattens_an_unknown_position_once(r: redis.Redis) -> None:
     with FuturesVenue(prices={"BTCUSDT": 60_000.0}) as venue:
         venue.open_position_behind("BTCUSDT", -0.02, 61_000.0)
-        reconcile = Reconcile(Settings(unknown_position_policy="close"), r, adapter(venue))
+        reconcile = Reconcile(Settings(unknown_position_policy="close"), ports(r), adapter(venue))
         assert kinds(reconcile.run_pass(outbox(), 1)) == [("unknown_position", "closed")]
         assert venue.snapshot()["positions"] == {}
         assert kinds(reconcile.run_pass(outbox(), 2)) == [("resolved", "none")]
@@ -73,7 +82,7 @@ def test_an_unreachable_exchange_is_reported_and_never_blocks(r: redis.Redis) ->
     with FuturesVenue() as venue:
         unreachable = BinanceFutures(api_key="k", api_secret="s",
                                      rest_url="http://127.0.0.1:9", timeout_s=0.5)
-        reconcile = Reconcile(Settings(), r, unreachable)
+        reconcile = Reconcile(Settings(), ports(r), unreachable)
         events = reconcile.run_pass(outbox(), 1)
         assert kinds(events) == [("exchange_unreachable", "retry next interval")]
         assert reconcile.run_pass(outbox(), 2) == []  # reported once

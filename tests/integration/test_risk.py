@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,16 +26,12 @@ from quantum.exchange.paper import PaperExchange
 from quantum.exits.profiles import exit_plan
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import APPLY_REFUSAL_KEY, PORTFOLIO_KEY
-from quantum.risk import ess, policy
-from services.apply_layer.config import Settings as ApplySettings
-from services.apply_layer.service import ApplyLayer, entry_order
-from services.risk_governor.config import Settings as GovernorSettings
-from services.risk_governor.service import RiskGovernor
+from quantum.risk import ess, fleetstate, policy
+from services.apply_layer.service import entry_order
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0, "SOLUSDT": 150.0, "XRPUSDT": 0.6}
 BAR_MS = 300_000
-ALL = frozenset({"risk.decision", "risk.events", "apply.result"})
 
 
 def make_plan(
@@ -72,17 +69,15 @@ def write_portfolio(client: redis.Redis, exchange: PaperExchange) -> None:
     client.set(PORTFOLIO_KEY, exchange.portfolio().model_dump_json())
 
 
-def commit_state(client: redis.Redis, service: Any, out: Outbox) -> None:
-    """What the runner does after a batch or a timer: persist the service's state keys."""
-    service.on_batch_end(out)
-    for key, value in out.state.items():
-        client.set(key, value)
+@pytest.fixture
+def governor(on_bus: Callable[..., Any]) -> Callable[[], Any]:
+    """A new risk-governor on the test Redis (a "restart" each call), on the event clock."""
+    return lambda: on_bus("risk-governor", clock="event")
 
 
-def governor(client: redis.Redis) -> RiskGovernor:
-    service = RiskGovernor(GovernorSettings(clock="event"), client)
-    service.restore(client)
-    return service
+@pytest.fixture
+def apply_layer(on_bus: Callable[..., Any]) -> Callable[[], Any]:
+    return lambda: on_bus("apply-layer", clock="event")
 
 
 # --- policy store -------------------------------------------------------------------------
@@ -110,14 +105,13 @@ def test_policy_write_is_validated_whole_and_audited(r: redis.Redis) -> None:
         policy.write(r, {}, by="op", reason=" ")
 
 
-def test_services_pick_up_a_new_policy_without_restart(r: redis.Redis) -> None:
+def test_services_pick_up_a_new_policy_without_restart(r: redis.Redis, governor: Any) -> None:
     exchange = PaperExchange(10_000.0, 0.0004, 2.0, 0.004)
     write_portfolio(r, exchange)
-    service = governor(r)
-    out = Outbox(ALL)
+    service = governor()
     plan = make_plan("BTCUSDT", "LONG", 1_000.0, 5, 0.8, BAR_MS, PRICES["BTCUSDT"])
     policy.write(r, {"risk.min_confidence": 0.9}, by="op", reason="stricter")
-    service.handle(envelope(plan, BAR_MS), out)
+    out = service.deliver(envelope(plan, BAR_MS))
     decision = out.events[-1][1].payload
     assert decision.reasons == ("min_confidence",) and decision.policy_version == 1
 
@@ -141,8 +135,11 @@ action = st.one_of(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(actions=st.lists(action, min_size=1, max_size=40))
-def test_no_sequence_exceeds_the_policy(r: redis.Redis, actions: list[tuple[Any, ...]]) -> None:
+def test_no_sequence_exceeds_the_policy(
+    r: redis.Redis, governor: Any, actions: list[tuple[Any, ...]]
+) -> None:
     r.flushdb()
+    fleetstate.initialise(r, "pytest")  # a clear ESS: the limits, not the stop, must hold
     limits = policy.write(
         r,
         {
@@ -159,7 +156,7 @@ def test_no_sequence_exceeds_the_policy(r: redis.Redis, actions: list[tuple[Any,
     ).risk
     exchange = PaperExchange(10_000.0, 0.0004, 2.0, 0.004)
     prices = dict(PRICES)
-    service = governor(r)
+    service = governor()
     now = 0
     for item in actions:
         now += BAR_MS
@@ -170,13 +167,11 @@ def test_no_sequence_exceeds_the_policy(r: redis.Redis, actions: list[tuple[Any,
             _, symbol, side, notional, leverage, confidence = item
             write_portfolio(r, exchange)
             before = exchange.portfolio()
-            out = Outbox(ALL)
-            service.handle(
+            out = service.deliver(
                 envelope(
                     make_plan(symbol, side, notional, leverage, confidence, now, prices[symbol]),
                     now,
-                ),
-                out,
+                )
             )
             decision: RiskDecision = out.events[-1][1].payload
             if decision.approved:
@@ -219,11 +214,11 @@ def approved_decision(bar_time: int) -> RiskDecision:
     )
 
 
-def test_governor_down_means_no_orders_and_status_says_why(r: redis.Redis, redis_url: str) -> None:
-    layer = ApplyLayer(ApplySettings(clock="event"), r)
-    layer.restore(r)
-    out = Outbox(ALL)
-    layer.handle(envelope(approved_decision(BAR_MS), BAR_MS), out)
+def test_governor_down_means_no_orders_and_status_says_why(
+    r: redis.Redis, redis_url: str, apply_layer: Any
+) -> None:
+    layer = apply_layer()
+    out = layer.deliver(envelope(approved_decision(BAR_MS), BAR_MS))
     assert [e for s, e in out.events if s == APPLY_RESULT] == []
     assert orjson.loads(out.state[APPLY_REFUSAL_KEY])["reason"] == "governor_down"
     r.set(APPLY_REFUSAL_KEY, out.state[APPLY_REFUSAL_KEY])
@@ -233,35 +228,32 @@ def test_governor_down_means_no_orders_and_status_says_why(r: redis.Redis, redis
     assert any("risk-governor has no heartbeat" in reason for reason in trading["blocked_by"])
     assert trading["last_refusal"]["reason"] == "governor_down"
     r.set(heartbeat_key("risk-governor"), b"{}", ex=10)  # the governor is back: orders flow
-    out = Outbox(ALL)
-    layer.handle(envelope(approved_decision(2 * BAR_MS), 2 * BAR_MS), out)
+    out = layer.deliver(envelope(approved_decision(2 * BAR_MS), 2 * BAR_MS))
     assert len([e for s, e in out.events if s == APPLY_RESULT]) == 1
 
 
 def test_tripped_ess_survives_restarts_and_only_the_operator_resets_it(
-    r: redis.Redis,
-    redis_url: str,
+    r: redis.Redis, redis_url: str, governor: Any, apply_layer: Any
 ) -> None:
     exchange = PaperExchange(10_000.0, 0.0004, 2.0, 0.004)
     write_portfolio(r, exchange)
     r.set(heartbeat_key("risk-governor"), b"{}", ex=60)
-    first = governor(r)
-    out = Outbox(ALL)
+    first = governor()
+    out = Outbox(first.runner.sub.produces)
     ess.trip(r, "drill", by="test")
-    first.on_idle(out, now=1e9)
-    commit_state(r, first, out)
+    first.service.on_idle(out, now=1e9)
+    first.service.on_batch_end(out)
+    first.commit(out)
     announced = [e.payload for s, e in out.events if s == RISK_EVENTS]
     assert announced and announced[0].kind == "ess_tripped"
     # Every service "restarts": new objects restored from Redis.
-    second, layer = governor(r), ApplyLayer(ApplySettings(clock="event"), r)
-    layer.restore(r)
-    out = Outbox(ALL)
+    second, layer = governor(), apply_layer()
     plan = make_plan("BTCUSDT", "LONG", 1_000.0, 5, 0.8, BAR_MS, PRICES["BTCUSDT"])
-    second.handle(envelope(plan, BAR_MS), out)
+    out = second.deliver(envelope(plan, BAR_MS))
     assert out.events[-1][1].payload.reasons == ("ess_tripped",)
-    second.on_idle(out, now=2e9)
+    second.service.on_idle(out, now=2e9)
     assert len([e for s, e in out.events if s == RISK_EVENTS]) == 0  # announced once only
-    layer.handle(envelope(approved_decision(BAR_MS), BAR_MS), out)
+    out = layer.deliver(envelope(approved_decision(BAR_MS), BAR_MS))
     assert [e for s, e in out.events if s == APPLY_RESULT] == []
     assert ess.status(r).tripped
     result = CliRunner().invoke(app, ["ess", "reset", "--reason", "", "--redis-url", redis_url])
@@ -273,13 +265,13 @@ def test_tripped_ess_survives_restarts_and_only_the_operator_resets_it(
     assert [a["action"] for a in ess.audit(r)] == ["reset", "trip"]
 
 
-def test_consecutive_execution_errors_trip_the_ess(r: redis.Redis) -> None:
+def test_consecutive_execution_errors_trip_the_ess(r: redis.Redis, governor: Any) -> None:
     from quantum.contracts.events import ExecutionReport
 
     exchange = PaperExchange(10_000.0, 0.0004, 2.0, 0.004)
     write_portfolio(r, exchange)
-    service = governor(r)
-    out = Outbox(ALL)
+    service = governor()
+    reports = []
     for i in range(7):
         report = ExecutionReport(
             kind="reject",
@@ -298,16 +290,21 @@ def test_consecutive_execution_errors_trip_the_ess(r: redis.Redis) -> None:
             message="Margin is insufficient.",
             ts=i,
         )
-        service.handle(envelope(report, i), out)
+        reports.append(envelope(report, i))
+    out = service.deliver(*reports)  # one batch
+    assert not ess.status(r).tripped  # a trip is committed with the batch that caused it
+    service.commit(out)
     state = ess.status(r)
     assert state.tripped and state.evaluator == "execution_errors"
     assert "6 consecutive execution errors" in state.reason
 
 
 def test_non_finite_intent_is_dead_lettered_with_its_reason(r: redis.Redis) -> None:
+    from quantum.app import ports_for
     from quantum.bus.runner import Runner, RunnerConfig, Subscription
     from quantum.contracts.events import EVENT_TYPES
     from quantum.contracts.streams import APPLY_PLAN, DLQ, TRADE_INTENT
+    from services.intent_bridge.config import Settings as IntentSettings
     from services.intent_bridge.service import IntentBridge
 
     r.xadd(
@@ -326,7 +323,7 @@ def test_non_finite_intent_is_dead_lettered_with_its_reason(r: redis.Redis) -> N
     )
     runner = Runner(
         r,
-        IntentBridge(r),
+        IntentBridge(ports_for(IntentSettings(), r)),
         Subscription(
             "intent-bridge", "intent-bridge", (TRADE_INTENT,), frozenset({APPLY_PLAN.name})
         ),
@@ -339,13 +336,12 @@ def test_non_finite_intent_is_dead_lettered_with_its_reason(r: redis.Redis) -> N
     assert not r.exists(APPLY_PLAN.key) or r.xlen(APPLY_PLAN.key) == 0
 
 
-def test_unknown_symbol_is_rejected_by_the_universe(r: redis.Redis) -> None:
+def test_unknown_symbol_is_rejected_by_the_universe(r: redis.Redis, governor: Any) -> None:
     exchange = PaperExchange(10_000.0, 0.0004, 2.0, 0.004)
     write_portfolio(r, exchange)
     policy.write(r, {"universe.symbols": ["BTCUSDT"]}, by="op", reason="universe")
-    service = governor(r)
-    out = Outbox(ALL)
-    service.handle(envelope(make_plan("DOGEUSDT", "LONG", 500.0, 5, 0.8, BAR_MS, 0.2), BAR_MS), out)
+    out = governor().deliver(
+        envelope(make_plan("DOGEUSDT", "LONG", 500.0, 5, 0.8, BAR_MS, 0.2), BAR_MS))
     assert out.events[-1][1].payload.reasons == ("symbol_not_in_universe",)
     assert math.isfinite(out.events[-1][1].payload.plan.notional)
     publish(r, [(RISK_DECISION, out.events[-1][1])])

@@ -22,9 +22,11 @@ from hypothesis import strategies as st
 
 pytest.importorskip("stable_baselines3")
 
+from quantum.app import subscription
 from quantum.bus.envelope import encode, new_envelope
-from quantum.bus.runner import Outbox
-from quantum.contracts.events import FeatureVector, TradeClosed, TradeIntent
+from quantum.bus.redisports import redis_ports
+from quantum.bus.runner import Outbox, Runner, ServiceBase
+from quantum.contracts.events import EVENT_TYPES, FeatureVector, TradeClosed, TradeIntent
 from quantum.contracts.streams import FEATURES, RL_REWARDS
 from quantum.features import SCHEMA_HASH, compute_batch
 from quantum.registry.fleet import PORTFOLIO_KEY, service
@@ -43,6 +45,11 @@ SYMBOL = "ETHUSDT"
 START = int(datetime(2025, 9, 1, tzinfo=UTC).timestamp() * 1000)
 END = int(datetime(2025, 9, 8, tzinfo=UTC).timestamp() * 1000)
 BAR_MS = 300_000
+
+def ports(client: redis.Redis) -> Any:
+    """A service's Redis ports on the wall clock, as its factory is handed them."""
+    return redis_ports(client, EVENT_TYPES, event_clock=False)
+
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +110,9 @@ def size_with(r: redis.Redis, bridge: IntentBridge, event: Any) -> tuple[Any, Ou
 
 
 def commit(r: redis.Redis, out: Outbox) -> None:
-    for command in out.commands:
-        r.execute_command(*command)
-    for key, value in out.state.items():
-        r.set(key, value)
-    for spec, envelope in out.events:
-        r.xadd(spec.key, encode(envelope))
+    """The intent-bridge's outbox committed by the runner's own commit (no acks)."""
+    bridge = Runner(r, ServiceBase(), subscription(service("intent-bridge")), EVENT_TYPES)
+    bridge.commit(out, {}, [])
 
 
 @settings(max_examples=15, deadline=None,
@@ -123,13 +127,13 @@ def test_shadow_mode_never_changes_a_size(r: redis.Redis, policy_dir: Path, bar:
                                           equity: float, weight_scale: float) -> None:
     prepare(r, bar, "off", equity)
     event = intent_event(bar, side, confidence, atr_fraction)
-    plain, _ = size_with(r, IntentBridge(r), event)
+    plain, _ = size_with(r, IntentBridge(ports(r)), event)
     prepare(r, bar, "shadow", equity)
-    agent = SizingAgent(r, policy_dir)
+    agent = SizingAgent(ports(r), policy_dir)
     with __import__("torch").no_grad():  # any policy at all, pushed to extremes
         for parameter in agent.policy.network.parameters():
             parameter.mul_(weight_scale)
-    shadowed, out = size_with(r, IntentBridge(r, sizing_agent=agent), event)
+    shadowed, out = size_with(r, IntentBridge(ports(r), sizing_agent=agent), event)
     assert shadowed == plain
     commit(r, out)
     entry = orjson.loads(r.get(RECORD_PREFIX + shadowed.plan_id))
@@ -142,10 +146,10 @@ def test_active_mode_applies_the_suggestion_within_bounds(
         r: redis.Redis, policy_dir: Path, bar: dict[str, Any]) -> None:
     prepare(r, bar, "off", 2_000.0)
     event = intent_event(bar, atr_fraction=0.02)  # small positions: no notional clipping
-    plain, _ = size_with(r, IntentBridge(r), event)
+    plain, _ = size_with(r, IntentBridge(ports(r)), event)
     prepare(r, bar, "active", 2_000.0)
-    agent = SizingAgent(r, policy_dir)
-    sized, out = size_with(r, IntentBridge(r, sizing_agent=agent), event)
+    agent = SizingAgent(ports(r), policy_dir)
+    sized, out = size_with(r, IntentBridge(ports(r), sizing_agent=agent), event)
     commit(r, out)
     entry = orjson.loads(r.get(RECORD_PREFIX + sized.plan_id))
     suggested = entry["suggested_multiplier"]
@@ -165,10 +169,10 @@ def test_missing_or_corrupt_policy_sizes_at_one_and_says_why(
         (root / "v1" / WEIGHTS).write_bytes(b"\x00garbage")
     prepare(r, bar, "off")
     event = intent_event(bar, atr_fraction=0.02)
-    plain, _ = size_with(r, IntentBridge(r), event)
+    plain, _ = size_with(r, IntentBridge(ports(r)), event)
     prepare(r, bar, "active")
-    agent = SizingAgent(r, root)
-    sized, out = size_with(r, IntentBridge(r, sizing_agent=agent), event)
+    agent = SizingAgent(ports(r), root)
+    sized, out = size_with(r, IntentBridge(ports(r), sizing_agent=agent), event)
     commit(r, out)
     assert sized == plain  # 1.0x
     status = orjson.loads(r.get(STATUS_KEY))
@@ -183,8 +187,8 @@ def test_missing_or_corrupt_policy_sizes_at_one_and_says_why(
 def test_closed_trade_becomes_a_reward_with_the_entry_observation(
         r: redis.Redis, policy_dir: Path, bar: dict[str, Any]) -> None:
     prepare(r, bar, "shadow")
-    sized, out = size_with(r, IntentBridge(r, sizing_agent=SizingAgent(r, policy_dir)),
-                           intent_event(bar))
+    agent = SizingAgent(ports(r), policy_dir)
+    sized, out = size_with(r, IntentBridge(ports(r), sizing_agent=agent), intent_event(bar))
     commit(r, out)
     entry = orjson.loads(r.get(RECORD_PREFIX + sized.plan_id))
     closed = TradeClosed(
@@ -194,8 +198,8 @@ def test_closed_trade_becomes_a_reward_with_the_entry_observation(
         gross_pnl=sized.notional * 0.01, fees=1.0, funding=0.0,
         net_pnl=sized.notional * 0.01 - 1.0, r_multiple=1.0, exit_reason="take_profit_1",
         holding_seconds=3600.0, leverage=5)
-    feedback = RlFeedback(r)
-    feedback.restore(r)
+    feedback = RlFeedback(ports(r))
+    feedback.restore()
     out = Outbox(frozenset({RL_REWARDS.name}))
     feedback.handle(new_envelope(closed, ts=closed.exit_ts, source="execution", key="c"), out)
     reward = out.events[0][1].payload
@@ -208,7 +212,7 @@ def test_closed_trade_becomes_a_reward_with_the_entry_observation(
 
 def test_bridge_reports_a_missing_policy_before_any_plan(r: redis.Redis, tmp_path: Path) -> None:
     r.flushdb()
-    bridge = IntentBridge(r, sizing_agent=SizingAgent(r, tmp_path / "nothing"))
+    bridge = IntentBridge(ports(r), sizing_agent=SizingAgent(ports(r), tmp_path / "nothing"))
     out = Outbox(frozenset(s.name for s in service("intent-bridge").produces))
     bridge.on_idle(out, 1_000.0)
     commit(r, out)

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from quantum.ctl.errors import ArgumentError, redact_url
-from quantum.ctl.main import (
+from quantum.ctl.replay_cmd import (
     _key_figures,
     _Progress,
     check_data_dir,

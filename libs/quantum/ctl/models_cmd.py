@@ -14,12 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
+from quantum.ctl.cli import Json, app, help_without_command
 from quantum.ctl.errors import ArgumentError, CtlError
-from quantum.ctl.main import Json, _help_without_command, app
 
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back.")
 app.add_typer(models_app, name="models")
-models_app.callback(invoke_without_command=True)(_help_without_command)
+models_app.callback(invoke_without_command=True)(help_without_command)
 
 ModelsDir = Annotated[Path, typer.Option("--models", help="The registry directory.")]
 DEFAULT_MODELS = Path("models")

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from quantum.ctl.cli import Json, RedisUrl, app, connect, help_without_command, print_json
 from quantum.ctl.errors import ArgumentError
-from quantum.ctl.main import Json, RedisUrl, _connect, _help_without_command, _print_json, app
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -21,7 +21,7 @@ policy_app = typer.Typer(help="The risk, sizing and universe policy: get, set, h
 app.add_typer(ess_app, name="ess")
 app.add_typer(policy_app, name="policy")
 for _group in (ess_app, policy_app):
-    _group.callback(invoke_without_command=True)(_help_without_command)
+    _group.callback(invoke_without_command=True)(help_without_command)
 
 Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")]
 
@@ -50,7 +50,7 @@ def init(
 
     if after_loss:
         _require(reason)
-    client = _connect(redis_url)
+    client = connect(redis_url)
     epoch, written = fleetstate.initialise(client, operator(), after_loss=after_loss)
     if written and after_loss:
         ess.trip(client, f"{fleetstate.STATE_LOST}: re-initialised after a loss: {reason}",
@@ -67,11 +67,11 @@ def ess_status(redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False) -> N
     """Show the emergency stop and its recent audit trail."""
     from quantum.risk import ess
 
-    client = _connect(redis_url)
+    client = connect(redis_url)
     state = ess.status(client)
     document: dict[str, Any] = {"state": state.model_dump(), "audit": ess.audit(client, 10)}
     if json:
-        _print_json(document)
+        print_json(document)
         return
     if state.tripped:
         typer.echo(
@@ -90,7 +90,7 @@ def ess_trip(reason: Reason, redis_url: RedisUrl = DEFAULT_REDIS_URL) -> None:
     """Trip the emergency stop by hand: no new risk until an operator resets it."""
     from quantum.risk import ess
 
-    state = ess.trip(_connect(redis_url), _require(reason), by=operator(), evaluator="manual")
+    state = ess.trip(connect(redis_url), _require(reason), by=operator(), evaluator="manual")
     typer.echo(f"tripped: {state.reason}")
 
 
@@ -99,7 +99,7 @@ def ess_reset(reason: Reason, redis_url: RedisUrl = DEFAULT_REDIS_URL) -> None:
     """Clear a trip (audited)."""
     from quantum.risk import ess
 
-    ess.reset(_connect(redis_url), _require(reason), by=operator())
+    ess.reset(connect(redis_url), _require(reason), by=operator())
     typer.echo("reset: the emergency stop is clear")
 
 
@@ -108,7 +108,7 @@ def ess_pause(reason: Reason, redis_url: RedisUrl = DEFAULT_REDIS_URL) -> None:
     """Stop opening positions (exits go on) until `resume`."""
     from quantum.risk import ess
 
-    ess.pause(_connect(redis_url), by=operator(), reason=_require(reason))
+    ess.pause(connect(redis_url), by=operator(), reason=_require(reason))
     typer.echo("paused: no new entries")
 
 
@@ -117,7 +117,7 @@ def ess_resume(reason: Reason, redis_url: RedisUrl = DEFAULT_REDIS_URL) -> None:
     """Allow new entries again after a pause."""
     from quantum.risk import ess
 
-    ess.resume(_connect(redis_url), by=operator(), reason=_require(reason))
+    ess.resume(connect(redis_url), by=operator(), reason=_require(reason))
     typer.echo("resumed")
 
 
@@ -140,9 +140,9 @@ def policy_get(redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False) -> N
     """Print the policy in force (version 0 is the built-in defaults)."""
     from quantum.risk import policy
 
-    current = policy.load(_connect(redis_url))
+    current = policy.load(connect(redis_url))
     if json:
-        _print_json(current.model_dump(mode="json"))
+        print_json(current.model_dump(mode="json"))
         return
     typer.echo(f"version {current.version} by {current.updated_by}: {current.reason}")
     for section in ("risk", "sizing", "universe"):
@@ -161,7 +161,7 @@ def policy_set(
 
     changes = dict(parse_assignment(a) for a in assignments)
     try:
-        new = policy.write(_connect(redis_url), changes, by=operator(), reason=_require(reason))
+        new = policy.write(connect(redis_url), changes, by=operator(), reason=_require(reason))
     except policy.PolicyError as e:
         raise ArgumentError(f"policy refused: {e}") from None
     typer.echo(f"policy version {new.version} in force")
@@ -176,9 +176,9 @@ def policy_history(
     """Past versions: who, when, why, what changed."""
     from quantum.risk import policy
 
-    entries = policy.history(_connect(redis_url), count)
+    entries = policy.history(connect(redis_url), count)
     if json:
-        _print_json(entries)
+        print_json(entries)
         return
     for e in entries:
         typer.echo(f"v{e['version']}  {e['at']}  {e['by']}: {e['reason']}  {e['changes']}")
@@ -194,7 +194,7 @@ def policy_rollback(
     from quantum.risk import policy
 
     try:
-        new = policy.rollback(_connect(redis_url), version, by=operator(), reason=_require(reason))
+        new = policy.rollback(connect(redis_url), version, by=operator(), reason=_require(reason))
     except policy.PolicyError as e:
         raise ArgumentError(str(e)) from None
     typer.echo(f"policy version {new.version} in force (the document of v{version})")

@@ -12,12 +12,12 @@ from typing import Annotated
 
 import typer
 
+from quantum.ctl.cli import app, help_without_command
 from quantum.ctl.errors import ArgumentError, CtlError
-from quantum.ctl.main import _help_without_command, app
 
 rl_app = typer.Typer(help="The RL sizing policy: train, evaluate.")
 app.add_typer(rl_app, name="rl")
-rl_app.callback(invoke_without_command=True)(_help_without_command)
+rl_app.callback(invoke_without_command=True)(help_without_command)
 
 
 def _symbols(text: str | None) -> tuple[str, ...] | None:

@@ -13,11 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
+from quantum.bus.ports import Ports
+from quantum.bus.runner import Service
 from quantum.config import ConfigError
 from quantum.contracts.streams import CATALOGUE, PORTFOLIO_STATE, TRADE_CLOSED
 from quantum.engine.engine import Engine, EngineError
@@ -87,11 +91,12 @@ def _settings(spec: Any, env: dict[str, str]) -> Any:
     values = {k.removeprefix("QT_").lower(): v for k, v in env.items()}
     try:
         return cls(**{k: v for k, v in values.items() if k in fields})
-    except ValueError as e:  # pydantic's ValidationError: name the key
-        errors = getattr(e, "errors", lambda: [])()
-        where = errors[0]["loc"][0] if errors else "?"
-        message = errors[0]["msg"] if errors else str(e)
-        raise BacktestError(f"bad setting QT_{str(where).upper()}: {message}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "?"
+        raise BacktestError(
+            f"bad setting QT_{where.upper()}: {first['msg']} (got {first.get('input')!r})"
+        ) from None
 
 
 def seed(bus: MemoryBus, request: BacktestRequest) -> None:
@@ -120,10 +125,12 @@ def build_engine(request: BacktestRequest) -> Engine:
     for spec in SERVICES:
         if not spec.replay or spec.name == PUBLISHER:
             continue
-        settings = _settings(spec, env)
-        build = factory(spec)
-        engine.add(spec, lambda ports, b=build, s=settings: b(s, ports))
+        engine.add(spec, partial(_construct, factory(spec), _settings(spec, env)))
     return engine
+
+
+def _construct(build: Callable[[Any, Ports], Service], settings: Any, ports: Ports) -> Service:
+    return build(settings, ports)
 
 
 def run_backtest(
@@ -167,7 +174,8 @@ def run_backtest(
     wall_seconds = time.perf_counter() - wall_start
     if progress is not None:
         progress(done, total)
-    result = report(engine, request, total, wall_seconds)
+    result = report(engine, request, total, wall_seconds, int(source.times[0]),
+                    int(source.end_event().ts))
     result["setup_seconds"] = setup
     if request.report_path is not None:
         request.report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,8 +183,8 @@ def run_backtest(
     return result
 
 
-def report(engine: Engine, request: BacktestRequest, klines: int,
-           wall_seconds: float) -> dict[str, Any]:
+def report(engine: Engine, request: BacktestRequest, klines: int, wall_seconds: float,
+           first_ms: int, last_ms: int) -> dict[str, Any]:
     bus = engine.bus
     raw = bus.get(PORTFOLIO_KEY)
     counts = {name: (bus.streams[spec.key].added if spec.key in bus.streams else 0)
@@ -196,5 +204,5 @@ def report(engine: Engine, request: BacktestRequest, klines: int,
              "commits": bus.commits, "profile": engine.profile()},
     )
     result.update(engine="backtest", symbols=list(request.symbols), model=request.model,
-                  data_dir=str(request.data_dir))
+                  data_dir=str(request.data_dir), start_ms=first_ms, end_ms=last_ms)
     return result

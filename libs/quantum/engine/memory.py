@@ -30,7 +30,7 @@ DEFAULT_RETAIN = 2048  # entries kept per stream: above every warm-up and look-u
 class MemoryStream:
     """One stream: the newest entries, how many were ever added, and per-group cursors."""
 
-    __slots__ = ("entries", "added", "cursors", "last_ts")
+    __slots__ = ("added", "cursors", "entries", "last_ts")
 
     def __init__(self, retain: int) -> None:
         self.entries: deque[Envelope[Any]] = deque(maxlen=retain)
@@ -151,6 +151,10 @@ class MemoryBus:
         for key, (expected, _) in out.swaps.items():
             if self.values.get(key) != expected:
                 raise CommitRefused("STALE", f"{key} changed since it was read")
+        self._write(out)
+        self.commits += 1
+
+    def _write(self, out: Outbox) -> None:
         if out.events:
             self.publish(out.events)
         values = self.values
@@ -173,4 +177,3 @@ class MemoryBus:
             if len(members) % 1024 == 0:  # pruned in bulk: the same bound, amortised
                 for old in [m for m, s in members.items() if s < horizon]:
                     del members[old]
-        self.commits += 1

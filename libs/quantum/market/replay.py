@@ -261,6 +261,7 @@ def drive(
             orjson.dumps(
                 {
                     "status": "done",
+                    "first_open_time": int(source.times[0]),
                     "last_open_time": int(source.times[-1]),
                     "klines_done": stats.klines,
                     "klines_total": total,

@@ -148,6 +148,17 @@ def _raise_if_failed(supervisor: Supervisor) -> None:
             )
 
 
+def _range(state: dict[str, Any]) -> dict[str, int]:
+    """The replayed range, for the report's tables and charts."""
+    first, last = state.get("first_open_time"), state.get("last_open_time")
+    out = {}
+    if first is not None:
+        out["start_ms"] = int(first)
+    if last is not None:
+        out["end_ms"] = int(last) + 300_000 - 1
+    return out
+
+
 def _finished_early(publisher: Supervisor) -> bool:
     """The publisher exited cleanly (asked to stop from outside): it will not be restarted."""
     (status,) = publisher.status()
@@ -255,6 +266,8 @@ def _run(
             replay_state=state,
         )
         result["setup_seconds"] = wall_start - started
+        result.update(engine="replay", symbols=list(request.symbols),
+                      data_dir=str(request.data_dir), **_range(state))
     finally:
         publisher.stop()
         fleet.stop()
