@@ -22,12 +22,27 @@ class FeaturePublisher(ServiceBase):
         self.history = ports.history
         self.states: dict[str, features.StreamingFeatures] = {}
         self.last_open_time: dict[str, int] = {}
+        self.primed: dict[str, dict[int, dict[str, float] | None]] = {}
+
+    def prime(self, symbol: str, table: dict[int, dict[str, float] | None]) -> None:
+        """The features of ``symbol``'s coming bars (open time → values, None in warm-up),
+        computed ahead by the same streaming code: the in-process engine does it for every
+        symbol in parallel (:func:`quantum.features.stream_table`). A primed symbol is never
+        computed here; a bar missing from its table is an error, never a fallback."""
+        self.primed[symbol] = table
 
     def _update(self, kline: Kline) -> dict[str, float] | None:
         """Feed one bar; bars at or before the last one seen are ignored (redelivery)."""
         if kline.open_time <= self.last_open_time.get(kline.symbol, -1):
             return None
         self.last_open_time[kline.symbol] = kline.open_time
+        primed = self.primed.get(kline.symbol)
+        if primed is not None:
+            try:
+                return primed.pop(kline.open_time)
+            except KeyError:
+                raise RuntimeError(f"{kline.symbol} {kline.open_time}: not in the primed "
+                                   "features") from None
         state = self.states.get(kline.symbol)
         if state is None:
             state = self.states[kline.symbol] = features.StreamingFeatures()

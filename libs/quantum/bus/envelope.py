@@ -24,6 +24,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 _NAMESPACE = uuid.UUID("6d1f3c2e-8f7a-4c55-9a51-3f0b2a7c9e10")
+_KEYED = hashlib.blake2b(digest_size=16, key=_NAMESPACE.bytes)
 
 
 class Record(BaseModel):
@@ -67,9 +68,9 @@ class InvalidEvent(ValueError):
 def derive_id(*parts: object) -> str:
     """A deterministic event id (UUID-shaped, 128 bits of BLAKE2b) from the parts that make
     the event unique. BLAKE2b rather than ``uuid5`` (SHA-1): several times faster per event."""
-    digest = hashlib.blake2b(
-        "\x1f".join(str(p) for p in parts).encode(), digest_size=16, key=_NAMESPACE.bytes
-    ).hexdigest()
+    hasher = _KEYED.copy()  # a copy of the keyed state: cheaper than keying anew
+    hasher.update("\x1f".join(map(str, parts)).encode())
+    digest = hasher.hexdigest()
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
 
 

@@ -9,8 +9,12 @@ the two can be compared trade for trade (``tests/integration/test_parity.py``).
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -26,6 +30,7 @@ from quantum.config import ConfigError
 from quantum.contracts.streams import CATALOGUE, PORTFOLIO_STATE, TRADE_CLOSED
 from quantum.engine.engine import Engine, EngineError
 from quantum.engine.memory import MemoryBus
+from quantum.features import stream_table
 from quantum.market.replay import ReplaySource
 from quantum.registry.fleet import (
     ESS_KEY,
@@ -39,6 +44,7 @@ from quantum.registry.fleet import (
     settings_class,
 )
 from quantum.replay import report as reporting
+from quantum.replay.data import SymbolData
 from quantum.replay.orchestrator import INITIAL_BALANCE, PUBLISHER, ReplayError, check_inputs
 from quantum.risk import ess, policy
 
@@ -137,20 +143,22 @@ def run_backtest(
     request: BacktestRequest, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     """Run the backtest and return (and write, when a path is given) its report."""
+    loaded: dict[str, SymbolData] = {}
     try:
-        total = check_inputs(request.data_dir, request.symbols, request.start, request.end)
+        total = check_inputs(request.data_dir, request.symbols, request.start, request.end,
+                             loaded)
     except ReplayError as e:
         raise BacktestError(str(e)) from None
     started = time.perf_counter()
-    try:
-        engine = build_engine(request)
-        source = ReplaySource(
-            request.data_dir, request.symbols,
-            start_ms=int(request.start.timestamp() * 1000) if request.start else None,
-            end_ms=int(request.end.timestamp() * 1000) if request.end else None,
-        )
-    except ConfigError as e:
-        raise BacktestError(str(e)) from None
+    source = ReplaySource(request.data_dir, request.symbols, loaded=loaded)
+    with feature_tables(source) as tables:  # computed in parallel while the fleet is built
+        try:
+            engine = build_engine(request)
+        except ConfigError as e:
+            raise BacktestError(str(e)) from None
+        publisher = engine.get("feature-publisher")
+        for symbol, table in tables():
+            publisher.prime(symbol, table)
     setup = time.perf_counter() - started
     wall_start = time.perf_counter()
     done = 0
@@ -181,6 +189,22 @@ def run_backtest(
         request.report_path.parent.mkdir(parents=True, exist_ok=True)
         request.report_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return result
+
+
+@contextmanager
+def feature_tables(source: ReplaySource) -> Iterator[Callable[[], Iterator[tuple[str, Any]]]]:
+    """Each symbol's features through :func:`quantum.features.stream_table`, one symbol per
+    worker process (as many as there are cores, up to the symbols), started before the
+    services are built so both overlap. With one core or one symbol: in this process."""
+    workers = min(len(source.data), os.cpu_count() or 1)
+    if workers <= 1:
+        yield lambda: ((s, stream_table(d.open_time, d.ohlcv)) for s, d in source.data.items())
+        return
+    context = multiprocessing.get_context("fork")  # before torch or any thread exists here
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {s: pool.submit(stream_table, d.open_time, d.ohlcv)
+                   for s, d in source.data.items()}
+        yield lambda: ((s, f.result()) for s, f in futures.items())
 
 
 def report(engine: Engine, request: BacktestRequest, klines: int, wall_seconds: float,

@@ -30,7 +30,7 @@ from quantum.bus.envelope import Envelope
 from quantum.bus.ports import Clock, Ports
 from quantum.bus.runner import CommitRefused, Outbox, Service
 from quantum.bus.streams import StreamSpec
-from quantum.engine.memory import MemoryBus
+from quantum.engine.memory import MemoryBus, MemoryStream
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import SETTLEMENT_SERVICES, ServiceSpec
 
@@ -48,6 +48,7 @@ class Hosted:
     clock: Clock
     produces: frozenset[str]
     streams: tuple[StreamSpec, ...]
+    inputs: tuple[MemoryStream, ...] = ()  # its streams on the bus, in registry order
     seconds: float = 0.0  # time spent in its handlers and commits (profile)
     events: int = 0
 
@@ -89,14 +90,20 @@ class Engine:
         ports = self.ports()
         service = build(ports)
         hosted = Hosted(spec, service, ports.clock,
-                        frozenset(s.name for s in spec.produces), spec.consumes)
-        for stream in spec.consumes:
-            self.bus.stream(stream)
+                        frozenset(s.name for s in spec.produces), spec.consumes,
+                        tuple(self.bus.stream(stream) for stream in spec.consumes))
         self.bus.set(heartbeat_key(spec.name), {"service": spec.name, "engine": "in-process"})
         service.restore()
         self.hosted.append(hosted)
         self.hosted.sort(key=lambda h: h.spec.name not in SETTLEMENT_SERVICES)
         return service
+
+    def get(self, name: str) -> Any:
+        """The hosted service called ``name``."""
+        for hosted in self.hosted:
+            if hosted.spec.name == name:
+                return hosted.service
+        raise KeyError(f"{name} is not in this engine")
 
     def publish(self, items: Sequence[tuple[StreamSpec, Envelope[Any]]]) -> None:
         self.bus.publish(items)
@@ -127,9 +134,8 @@ class Engine:
         group = hosted.spec.group
         room = self.batch_size
         batch: list[Envelope[Any]] = []
-        for stream in hosted.streams:
-            found = bus.streams[stream.key]
-            if found.added - found.cursors.get(group, 0) <= 0:
+        for found in hosted.inputs:
+            if found.added == found.cursors.get(group, 0):
                 continue
             batch += found.take(group, room - len(batch))
             if len(batch) >= room:

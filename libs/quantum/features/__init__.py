@@ -17,7 +17,7 @@ from quantum.features.schema import (
     feature_names,
     schema_hash,
 )
-from quantum.features.streaming import StreamingFeatures
+from quantum.features.streaming import StreamingFeatures, stream_table
 
 __all__ = [
     "FEATURE_NAMES",
@@ -30,4 +30,5 @@ __all__ = [
     "compute_batch",
     "feature_names",
     "schema_hash",
+    "stream_table",
 ]

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
 
 from quantum.features.incremental import (
     ExponentialAverage,
@@ -304,3 +307,19 @@ class StreamingFeatures:
             if self._volumes[window].full:
                 values[f"vol_ratio_{window}"] = _ratio(volume, self._volumes[window].mean(), 0.0)
         values["close_location"] = _ratio(close - low, high - low, 0.5)
+
+
+def stream_table(
+    open_time: Sequence[int] | np.ndarray, ohlcv: Sequence[Sequence[float]] | np.ndarray
+) -> dict[int, dict[str, float] | None]:
+    """Every bar of one symbol through a fresh :class:`StreamingFeatures`, in order: open time
+    → the features the publisher would emit for it (None in warm-up). Pure and per symbol,
+    so a backtest computes its symbols' tables in parallel processes ahead of the run. Bars
+    are taken as Python floats, exactly as a kline event carries them."""
+    times = open_time.tolist() if isinstance(open_time, np.ndarray) else list(open_time)
+    bars = ohlcv.tolist() if isinstance(ohlcv, np.ndarray) else list(ohlcv)
+    state = StreamingFeatures()
+    table: dict[int, dict[str, float] | None] = {}
+    for t, bar in zip(times, bars, strict=True):
+        table[int(t)] = state.update(bar[0], bar[1], bar[2], bar[3], bar[4])
+    return table

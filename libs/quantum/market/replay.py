@@ -113,13 +113,15 @@ class ReplaySource:
         end_ms: int | None = None,
         interval: str = "5m",
         source_name: str = "market-publisher",
+        loaded: dict[str, SymbolData] | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("no symbols to replay")
         self.interval = interval
         self.source_name = source_name
         self.data: dict[str, SymbolData] = {
-            s: load_symbol(data_dir, s, start_ms=start_ms, end_ms=end_ms, interval=interval)
+            s: loaded[s] if loaded is not None and s in loaded
+            else load_symbol(data_dir, s, start_ms=start_ms, end_ms=end_ms, interval=interval)
             for s in sorted(symbols)
         }
         empty = [s for s, d in self.data.items() if d.open_time.size == 0]

@@ -33,7 +33,13 @@ from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import PORTFOLIO_KEY, REPLAY_KEY, SERVICES, replay_barrier_pairs
 from quantum.replay import report as reporting
 from quantum.replay.barrier import Barrier
-from quantum.replay.data import DataError, available_symbols, kline_path, load_symbol
+from quantum.replay.data import (
+    DataError,
+    SymbolData,
+    available_symbols,
+    kline_path,
+    load_symbol,
+)
 from quantum.risk import fleetstate, policy
 
 PUBLISHER = "market-publisher"
@@ -71,11 +77,13 @@ def validate(request: ReplayRequest) -> int:
 
 
 def check_inputs(
-    data_dir: Path, symbols: tuple[str, ...], start: datetime | None, end: datetime | None
+    data_dir: Path, symbols: tuple[str, ...], start: datetime | None, end: datetime | None,
+    loaded: dict[str, SymbolData] | None = None,
 ) -> int:
     """The checks a replay and a backtest share: the directory, the symbols' files, every
-    line readable, bars in the range. Returns the number of klines; raises
-    :class:`ReplayError` saying what is wrong in one line."""
+    line readable, bars in the range. Returns the number of klines (and fills ``loaded``
+    with the data read, when given); raises :class:`ReplayError` saying what is wrong in
+    one line."""
     if not data_dir.is_dir():
         raise ReplayError(f"data directory {data_dir} does not exist")
     if not symbols:
@@ -97,6 +105,8 @@ def check_inputs(
                 f"{symbol}: no bars between {_iso(start) or 'start'} and {_iso(end) or 'end'}"
             )
         total += int(data.open_time.size)
+        if loaded is not None:
+            loaded[symbol] = data
     return total
 
 
