@@ -74,3 +74,15 @@ def test_the_ensemble_trades_identically_on_both_engines(tmp_path: Path) -> None
     assert fleet["events"]["ai.signal_generated"] > 0
     assert fleet["trades"] > 0, "a tiny ensemble at 0.5 confidence must act at least once"
     assert_same_run(fleet, engine)
+
+
+def test_one_process_and_the_two_stage_pipeline_agree(tmp_path: Path) -> None:
+    """The pipeline (signal stage in a child process) is only a way of using two cores."""
+    runs = [run_backtest(BacktestRequest(
+        data_dir=SAMPLE, symbols=SYMBOLS, start=datetime(2025, 9, 1, tzinfo=UTC),
+        end=datetime(2025, 9, 4, tzinfo=UTC), report_path=None), processes=n)
+        for n in (1, 2)]
+    assert runs[0]["replay"]["processes"] == 1 and runs[1]["replay"]["processes"] == 2
+    assert runs[0]["trades"] > 0
+    for name in ("trade_list", "equity_curve", "final_balance", "events"):
+        assert runs[0][name] == runs[1][name], name

@@ -9,12 +9,9 @@ the two can be compared trade for trade (``tests/integration/test_parity.py``).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -120,16 +117,18 @@ def seed(bus: MemoryBus, request: BacktestRequest) -> None:
     bus.lists[POLICY_HISTORY_KEY] = [orjson.dumps(entry)]
 
 
-def build_engine(request: BacktestRequest) -> Engine:
-    """Every replay service of the registry (the publisher is the engine's own loop)."""
+def build_engine(request: BacktestRequest, names: Callable[[str], bool] = lambda _: True,
+                 batch_size: int = 100) -> Engine:
+    """The replay services of the registry that ``names`` accepts (the publisher is the
+    engine's own loop)."""
     env = service_settings(request)
     bus = MemoryBus()
     bus.record(TRADE_CLOSED)
     bus.record(PORTFOLIO_STATE)
     seed(bus, request)
-    engine = Engine(bus)
+    engine = Engine(bus, batch_size=batch_size)
     for spec in SERVICES:
-        if not spec.replay or spec.name == PUBLISHER:
+        if not spec.replay or spec.name == PUBLISHER or not names(spec.name):
             continue
         engine.add(spec, partial(_construct, factory(spec), _settings(spec, env)))
     return engine
@@ -140,9 +139,17 @@ def _construct(build: Callable[[Any, Ports], Service], settings: Any, ports: Por
 
 
 def run_backtest(
-    request: BacktestRequest, progress: Callable[[int, int], None] | None = None
+    request: BacktestRequest, progress: Callable[[int, int], None] | None = None,
+    *, processes: int | None = None,
 ) -> dict[str, Any]:
-    """Run the backtest and return (and write, when a path is given) its report."""
+    """Run the backtest and return (and write, when a path is given) its report.
+
+    With two cores or more the run is a two-stage pipeline (:mod:`quantum.engine.pipeline`):
+    the signal stage (features and the model) in a child process, everything that trades in
+    this one; with one, every service runs here. Both give the same trades (tested).
+    """
+    from quantum.engine import pipeline
+
     loaded: dict[str, SymbolData] = {}
     try:
         total = check_inputs(request.data_dir, request.symbols, request.start, request.end,
@@ -151,23 +158,28 @@ def run_backtest(
         raise BacktestError(str(e)) from None
     started = time.perf_counter()
     source = ReplaySource(request.data_dir, request.symbols, loaded=loaded)
-    with feature_tables(source) as tables:  # computed in parallel while the fleet is built
-        try:
-            engine = build_engine(request)
-        except ConfigError as e:
-            raise BacktestError(str(e)) from None
-        publisher = engine.get("feature-publisher")
-        for symbol, table in tables():
-            publisher.prime(symbol, table)
-    setup = time.perf_counter() - started
-    wall_start = time.perf_counter()
-    done = 0
+    split = (processes if processes is not None else os.cpu_count() or 1) >= 2
+    stage: Any = None
     try:
+        if split:
+            stage = pipeline.SignalStage.start(request, source)
+            engine = build_engine(request, lambda name: name not in pipeline.SIGNAL_SERVICES)
+        else:
+            engine = build_engine(request)
+            publisher = engine.get("feature-publisher")
+            for symbol, data in source.data.items():
+                publisher.prime(symbol, stream_table(data.open_time, data.ohlcv))
+        if stage is not None:
+            stage.wait_ready()
+        setup = time.perf_counter() - started
+        wall_start = time.perf_counter()
+        done = 0
         engine.idle()
         engine.drain()
         for open_time in source.times.tolist():
             step = source.step(open_time)
-            engine.publish(step.ticks + step.klines)
+            signals = stage.outputs(open_time) if stage is not None else []
+            engine.publish(step.ticks + step.klines + signals)
             engine.drain()
             done += len(step.klines)
             engine.stats.steps += 1
@@ -177,13 +189,19 @@ def run_backtest(
         engine.drain()
         engine.idle()
         engine.drain()
-    except EngineError as e:
+        finished = stage.finish() if stage is not None else None
+    except ConfigError as e:
+        raise BacktestError(str(e)) from None
+    except (EngineError, pipeline.StageError) as e:
         raise BacktestError(" ".join(str(e).split())) from None
+    finally:
+        if stage is not None:
+            stage.close()
     wall_seconds = time.perf_counter() - wall_start
     if progress is not None:
         progress(done, total)
     result = report(engine, request, total, wall_seconds, int(source.times[0]),
-                    int(source.end_event().ts))
+                    int(source.end_event().ts), finished)
     result["setup_seconds"] = setup
     if request.report_path is not None:
         request.report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,28 +209,16 @@ def run_backtest(
     return result
 
 
-@contextmanager
-def feature_tables(source: ReplaySource) -> Iterator[Callable[[], Iterator[tuple[str, Any]]]]:
-    """Each symbol's features through :func:`quantum.features.stream_table`, one symbol per
-    worker process (as many as there are cores, up to the symbols), started before the
-    services are built so both overlap. With one core or one symbol: in this process."""
-    workers = min(len(source.data), os.cpu_count() or 1)
-    if workers <= 1:
-        yield lambda: ((s, stream_table(d.open_time, d.ohlcv)) for s, d in source.data.items())
-        return
-    context = multiprocessing.get_context("fork")  # before torch or any thread exists here
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {s: pool.submit(stream_table, d.open_time, d.ohlcv)
-                   for s, d in source.data.items()}
-        yield lambda: ((s, f.result()) for s, f in futures.items())
-
-
 def report(engine: Engine, request: BacktestRequest, klines: int, wall_seconds: float,
-           first_ms: int, last_ms: int) -> dict[str, Any]:
+           first_ms: int, last_ms: int, stage: Any = None) -> dict[str, Any]:
     bus = engine.bus
     raw = bus.get(PORTFOLIO_KEY)
     counts = {name: (bus.streams[spec.key].added if spec.key in bus.streams else 0)
               for name, spec in CATALOGUE.items()}
+    profile = engine.profile()
+    if stage is not None:  # the signal stage's streams were counted where they were produced
+        counts.update(stage["counts"])
+        profile.update(stage["profile"])
     result = reporting.assemble(
         trades=[e.payload.model_dump(mode="json") for e in bus.recorded[TRADE_CLOSED.key]],
         states=[{"ts": e.payload.ts, "equity": e.payload.equity}
@@ -225,7 +231,8 @@ def report(engine: Engine, request: BacktestRequest, klines: int, wall_seconds: 
         wall_seconds=wall_seconds,
         run={"engine": "in-process", "steps": engine.stats.steps,
              "batches": engine.stats.batches, "events_delivered": engine.stats.events,
-             "commits": bus.commits, "profile": engine.profile()},
+             "commits": bus.commits, "profile": profile,
+             "processes": 2 if stage is not None else 1},
     )
     result.update(engine="backtest", symbols=list(request.symbols), model=request.model,
                   data_dir=str(request.data_dir), start_ms=first_ms, end_ms=last_ms)
