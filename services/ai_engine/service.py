@@ -82,7 +82,7 @@ class BiasSupervisor:
             BIAS.set(self.share_long())
 
     def share_long(self) -> float:
-        return sum(d == "LONG" for d in self.recent) / len(self.recent) if self.recent else 0.5
+        return self.recent.count("LONG") / len(self.recent) if self.recent else 0.5
 
     def blocked(self) -> str | None:
         if len(self.recent) < self.window:

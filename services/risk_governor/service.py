@@ -89,6 +89,8 @@ class RiskGovernor(ServiceBase):
         self.last_marked_ms = 0
         self._dirty = False
         self._ess_now: ess.EssState | None = None  # a trip in this batch, not yet committed
+        self._portfolio_raw: bytes | None = None
+        self._portfolio: PortfolioState | None = None
 
     def restore(self) -> None:
         self._reset_state()
@@ -116,8 +118,17 @@ class RiskGovernor(ServiceBase):
         return self._ess_now if self._ess_now is not None else ess.parse(self.state.get(ESS_KEY))
 
     def portfolio(self) -> PortfolioState | None:
-        raw = self.state.get(PORTFOLIO_KEY)
-        return PortfolioState.model_validate_json(raw) if raw is not None else None
+        return self._parsed_portfolio(self.state.get(PORTFOLIO_KEY))
+
+    def _parsed_portfolio(self, raw: bytes | None) -> PortfolioState | None:
+        """The portfolio document parsed, reusing the last parse while it is unchanged
+        (execution rewrites it only when the book moves; the governor reads it every bar)."""
+        if raw is None:
+            return None
+        if raw != self._portfolio_raw:
+            self._portfolio = PortfolioState.model_validate_json(raw)
+            self._portfolio_raw = raw
+        return self._portfolio
 
     # --- emergency stop -------------------------------------------------------------------
 
@@ -208,8 +219,7 @@ class RiskGovernor(ServiceBase):
             [POLICY_KEY, PORTFOLIO_KEY, ESS_KEY])
         policy = self.policies.update(raw_policy)
         POLICY_VERSION.set(policy.version)
-        portfolio = (PortfolioState.model_validate_json(raw_portfolio)
-                     if raw_portfolio is not None else None)
+        portfolio = self._parsed_portfolio(raw_portfolio)
         state = self._ess_now if self._ess_now is not None else ess.parse(raw_ess)
         if portfolio is None:
             reasons: tuple[str, ...] = ("portfolio_unavailable",)

@@ -40,3 +40,14 @@ def test_unordered_fleet_reference_drains_the_whole_range(tmp_path: Path) -> Non
     assert figures["events"]["market.klines"] == 2 * 144
     assert figures["events"]["market.tick"] == 2 * 144 + 1  # and the end-of-data event
     assert figures["klines_per_second"] > 0
+
+
+def test_backtest_figures_account_for_the_run() -> None:
+    from bench import backtest
+
+    figures = backtest._figures(backtest._backtest(1, 1))
+    assert figures["processes"] == 1 and figures["klines"] == 5 * 288
+    stages = figures["us_per_kline"]
+    assert {"execution", "feature-publisher", "ai-engine"} <= set(stages)
+    per_kline = 1e6 / figures["klines_per_second"]  # one process: the stages are the run
+    assert abs(sum(stages.values()) - per_kline) / per_kline < 0.05

@@ -122,9 +122,12 @@ def connect(url: str) -> redis.Redis:
 
 
 def make_console() -> Console:
+    """A console for tables: the terminal's width, or 110 columns when piped (logs, CI),
+    where rich would otherwise assume 80 and truncate the report's wider tables."""
     from rich.console import Console
 
-    return Console(soft_wrap=False)
+    console = Console(soft_wrap=False)
+    return console if console.is_terminal else Console(soft_wrap=False, width=110)
 
 
 def print_json(document: Any) -> None:

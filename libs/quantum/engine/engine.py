@@ -96,6 +96,10 @@ class Engine:
         service.restore()
         self.hosted.append(hosted)
         self.hosted.sort(key=lambda h: h.spec.name not in SETTLEMENT_SERVICES)
+        self.bus.consumers = {}  # stream key -> ranks of the services that consume it
+        for rank, entry in enumerate(self.hosted):
+            for stream in entry.streams:
+                self.bus.consumers.setdefault(stream.key, []).append(rank)
         return service
 
     def get(self, name: str) -> Any:
@@ -109,16 +113,21 @@ class Engine:
         self.bus.publish(items)
 
     def drain(self) -> None:
-        """Deliver until no service has anything left; settling services always first."""
+        """Deliver until no service has anything left; settling services always first.
+
+        Only services whose streams received entries are looked at (``bus.touched``, kept
+        by the bus's publish), highest priority first."""
         bus = self.bus
-        while True:
-            for hosted in self.hosted:
-                batch = self._take(hosted, bus)
-                if batch:
-                    self._run(hosted, batch)
-                    break
-            else:
-                return
+        touched = bus.touched
+        hosted_by_rank = self.hosted
+        while touched:
+            rank = min(touched)
+            hosted = hosted_by_rank[rank]
+            batch = self._take(hosted, bus)
+            if not batch:
+                touched.discard(rank)
+                continue
+            self._run(hosted, batch)
 
     def idle(self, now: float | None = None) -> None:
         """Each service's timer hook once (the fleet calls it every loop turn), committed."""

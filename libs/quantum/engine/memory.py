@@ -71,6 +71,8 @@ class MemoryBus:
         self.streams: dict[str, MemoryStream] = {}
         self.recorded: dict[str, list[Envelope[Any]]] = {}  # stream key -> every entry
         self.commits = 0
+        self.consumers: dict[str, list[int]] = {}  # stream key -> ranks of its consumers
+        self.touched: set[int] = set()  # ranks that may have entries to take
 
     # --- streams --------------------------------------------------------------------------
 
@@ -85,11 +87,15 @@ class MemoryBus:
         self.recorded.setdefault(spec.key, [])
 
     def publish(self, items: Sequence[tuple[StreamSpec, Envelope[Any]]]) -> None:
+        consumers, touched = self.consumers, self.touched
         for spec, envelope in items:
             self.stream(spec).append(envelope)
             kept = self.recorded.get(spec.key)
             if kept is not None:
                 kept.append(envelope)
+            ranks = consumers.get(spec.key)
+            if ranks:
+                touched.update(ranks)
 
     # --- the state port -------------------------------------------------------------------
 

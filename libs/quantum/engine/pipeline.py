@@ -75,7 +75,7 @@ class SignalStage:
     def start(cls, request: BacktestRequest, source: ReplaySource) -> SignalStage:
         context = multiprocessing.get_context(start_method())
         receive, send = context.Pipe(duplex=False)
-        process = context.Process(target=_stage, args=(request, source, send),
+        process = context.Process(target=_stage, args=(request, source, send),  # type: ignore[attr-defined]
                                   name="backtest-signal-stage", daemon=True)
         process.start()
         send.close()

@@ -128,5 +128,6 @@ def mark_at(data: SymbolData, ts: int) -> float | None:
     """The close of the last 1h mark kline closed at or before ``ts`` (no look-ahead)."""
     if data.mark_open_time.size == 0:
         return None
-    index = int(np.searchsorted(data.mark_open_time + HOUR_MS - 1, ts, side="right")) - 1
+    # closed at or before ts: open_time + 1h - 1 <= ts, i.e. open_time <= ts - 1h + 1
+    index = int(np.searchsorted(data.mark_open_time, ts - HOUR_MS + 1, side="right")) - 1
     return float(data.mark_close[index]) if index >= 0 else None
