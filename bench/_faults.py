@@ -4,7 +4,7 @@
 Unlike ``bench/_faultmatrix.py`` (one execution service on the runner, in a thread), this
 runs the order path as the real fleet does: risk-governor, apply-layer, execution and
 exit-brain as separate ``python -m services.…`` processes under
-:class:`quantum.ctl.supervisor.Supervisor`, on a private ``redis-server`` that a scenario
+:class:`quantum.process.supervisor.Supervisor`, on a private ``redis-server`` that a scenario
 stops, restarts (empty, or with the shipped AOF configuration), pauses with ``CLIENT
 PAUSE`` or feeds bad bytes. Orders are driven by publishing what the upstream services
 would: approved :class:`RiskDecision` events on ``risk.decision`` (the apply-layer turns
@@ -49,8 +49,8 @@ from quantum.contracts.events import (
     Tick,
 )
 from quantum.contracts.streams import APPLY_RESULT, MARKET_TICK, RISK_DECISION
-from quantum.ctl.supervisor import Supervisor
 from quantum.observability.heartbeat import heartbeat_key
+from quantum.process.supervisor import Supervisor
 from quantum.registry.fleet import PORTFOLIO_KEY, service
 from quantum.risk import ess, fleetstate, policy
 from services.apply_layer.service import client_order_id

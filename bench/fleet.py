@@ -31,8 +31,8 @@ import redis
 from bench._redis import private_redis
 from quantum.bus.runner import publish
 from quantum.contracts.streams import CATALOGUE, MARKET_TICK
-from quantum.ctl.supervisor import Supervisor
 from quantum.market.replay import ReplaySource
+from quantum.process.supervisor import Supervisor
 from quantum.registry.fleet import SERVICES, replay_barrier_pairs
 from quantum.replay.barrier import Barrier
 from quantum.replay.orchestrator import (

@@ -61,7 +61,7 @@ def _service_rate(url: str, trips: int) -> dict[str, Any]:
     with private_redis() as redis_url:
         client = redis.Redis.from_url(redis_url)
         publish(client, [(CATALOGUE[stream_of(e.type)], e) for e in events])
-        journal = JournalService(Settings(database_url=SecretStr(url)), client)
+        journal = JournalService(Settings(database_url=SecretStr(url)))
         runner = JournalRunner(client, journal, subscription(service("journal")), EVENT_TYPES,
                                RunnerConfig(batch_size=BATCH, block_ms=10))
         journal.database_available(time.time())  # connect and migrate before the clock

@@ -117,9 +117,10 @@ def build_service(name: str, settings: FleetSettings, client: redis.Redis) -> Se
 
 
 def build_runner(
-    name: str, settings: FleetSettings, client: redis.Redis, service_obj: Service
+    name: str, settings: FleetSettings, client: redis.Redis, service_obj: Service,
+    runner: type[Runner] = Runner,
 ) -> Runner:
-    return Runner(
+    return runner(
         client, service_obj, subscription(service(name)), EVENT_TYPES, runner_config(settings)
     )
 
@@ -128,8 +129,10 @@ def run_service(
     name: str,
     settings_cls: type[S],
     build: Callable[[S, Ports], Service],
+    runner: type[Runner] = Runner,
 ) -> None:
-    """The body of every consuming service's ``__main__``."""
+    """The body of every consuming service's ``__main__``: settings (refused with the key
+    named), logging, metrics, Redis (waited for), the service on its ports, the runner."""
     spec = service(name)
     settings = load(settings_cls, known=all_setting_keys())
     log = qlog.configure(name, settings.log_level)
@@ -139,10 +142,11 @@ def run_service(
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     if not wait_for_redis(client, name, lambda: bool(stopping)):
         return
-    runner = build_runner(name, settings, client, build(settings, ports_for(settings, client)))
-    runner.install_signal_handlers()
+    loop = build_runner(name, settings, client, build(settings, ports_for(settings, client)),
+                        runner)
+    loop.install_signal_handlers()
     log.info("starting", redis=_redact_url(settings.redis_url))
-    runner.run()
+    loop.run()
 
 
 def _redact_url(url: str) -> str:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from quantum.lifetime import die_with_parent
+from quantum.process.lifetime import die_with_parent
 
 DURABLE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "redis.conf"
 
@@ -77,7 +77,7 @@ def start(port: int, workdir: Path, *, persist: bool = False) -> subprocess.Pope
         args += ["--save", "", "--appendonly", "no"]
     # A session of its own: a terminal's Ctrl-C stops `quantumctl up`, which stops the
     # services first and this server last, instead of reaching the server directly.
-    # It dies with the process that started it (quantum.lifetime): SIGTERM, so a durable
+    # It dies with the process that started it (quantum.process.lifetime): SIGTERM, so a durable
     # one still writes its append-only file.
     proc = subprocess.Popen(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

@@ -16,13 +16,12 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-import orjson
-import redis
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from quantum.bus.envelope import Envelope
-from quantum.bus.runner import Outbox, Runner, ServiceBase
+from quantum.bus.ports import Ports
+from quantum.bus.runner import CommitRefused, Outbox, Runner, ServiceBase
 from quantum.contracts.events import ExecutionReport, OrderRequest
 from quantum.journal.database import (
     UNAVAILABLE_ERRORS,
@@ -58,8 +57,7 @@ ORDER_LATENCY = Histogram(
 class JournalService(ServiceBase):
     name = NAME
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        self.client = client
+    def __init__(self, settings: Settings, ports: Ports | None = None) -> None:
         self.url = resolve_url(settings.database_url.get_secret_value())
         self.engine = make_engine(self.url)
         self.journal = Journal(self.engine)
@@ -70,6 +68,7 @@ class JournalService(ServiceBase):
         self.migrated = False
         self._last_probe = 0.0
         self._last_health = 0.0
+        self._health_due = True  # a change of health is written at the next commit
         self._written = 0
         self._last_event_ts: int | None = None
         self._requests: OrderedDict[str, int] = OrderedDict()
@@ -108,7 +107,7 @@ class JournalService(ServiceBase):
             else:
                 self.log.error("journal database unavailable; reading paused",
                                database=self.database_label, reason=reason)
-            self.publish_health()
+            self._health_due = True
 
     def health_document(self) -> dict[str, Any]:
         return {
@@ -122,13 +121,14 @@ class JournalService(ServiceBase):
             "buffered": self.journal.buffered,
         }
 
-    def publish_health(self) -> None:
-        """Write the health key directly: when the database is down no batch commits it."""
-        self._last_health = time.time()
-        try:
-            self.client.set(JOURNAL_KEY, orjson.dumps(self.health_document()))
-        except redis.RedisError as e:
-            self.log.warning("cannot publish journal health", error=repr(e))
+    def health(self, out: Outbox, now: float) -> None:
+        """Put the health document in ``out`` when it changed or once a second. While the
+        database is down no batch commits, so :class:`JournalRunner` commits this outbox
+        on its own."""
+        if self._health_due or now - self._last_health >= HEALTH_INTERVAL_S:
+            self._health_due = False
+            self._last_health = now
+            out.put_state(JOURNAL_KEY, self.health_document())
 
     # --- runner hooks -----------------------------------------------------------------------
 
@@ -172,9 +172,7 @@ class JournalService(ServiceBase):
             self._last_event_ts = max(self._last_event_ts or 0, latest)
 
     def on_idle(self, out: Outbox, now: float) -> None:
-        if now - self._last_health >= HEALTH_INTERVAL_S:
-            self._last_health = now
-            out.put_state(JOURNAL_KEY, self.health_document())
+        self.health(out, now)
 
 
 class JournalRunner(Runner):
@@ -199,7 +197,16 @@ class JournalRunner(Runner):
                 self.recover_own_pending()
             return super().turn()
         self.beacon.beat()
-        if now - self.service._last_health >= HEALTH_INTERVAL_S:
-            self.service.publish_health()
+        out = Outbox(self.sub.produces)
+        self.service.health(out, now)
+        if not out.empty:
+            try:
+                self.commit(out, {}, [])
+            except CommitRefused as e:
+                self._refused(e)
         time.sleep(min(self.config.block_ms / 1000, self.service.retry_s))
         return False
+
+
+def build(settings: Settings, ports: Ports) -> JournalService:
+    return JournalService(settings, ports)

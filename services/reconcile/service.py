@@ -26,7 +26,6 @@ drift), so passes converge instead of fighting execution.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -66,6 +65,7 @@ class Reconcile(ServiceBase):
                  adapter: BinanceFutures | None = None) -> None:
         self.settings = settings
         self.state = ports.state
+        self.clock = ports.clock
         self.adapter = adapter
         if adapter is None and settings.exchange == "binance":
             self.adapter = BinanceFutures(
@@ -91,7 +91,7 @@ class Reconcile(ServiceBase):
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
         report = event.payload
         if isinstance(report, ExecutionReport) and report.kind == "fill":
-            soon = time.time() + self.settings.reconcile_settle_s
+            soon = self.clock.wall() + self.settings.reconcile_settle_s
             self.next_pass = min(self.next_pass, soon) if self.next_pass else soon
 
     def on_idle(self, out: Outbox, now: float) -> None:

@@ -73,7 +73,7 @@ class RiskGovernor(ServiceBase):
         self.event_clock = ports.clock.event
         self.policies = PolicyCache(ports.state)
         self.required = [s.name for s in SERVICES if s.required and s.name != NAME]
-        self.started_wall = time.time()
+        self.started_wall = ports.clock.wall()
         self.last_wall_check = 0.0
         self._reset_state()
 

@@ -167,7 +167,7 @@ def publish_events(client: redis.Redis, events: list[Envelope[Any]]) -> None:
 
 def journal_runner(client: redis.Redis, url: str) -> tuple[JournalRunner, JournalService]:
     settings = Settings(database_url=SecretStr(url), database_retry_s=0.05)
-    journal = JournalService(settings, client)
+    journal = JournalService(settings)
     config = RunnerConfig(batch_size=50, block_ms=20, claim_idle_ms=10, claim_interval_s=0.05)
     runner = JournalRunner(client, journal, subscription(service("journal")), EVENT_TYPES, config)
     return runner, journal

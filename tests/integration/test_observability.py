@@ -26,10 +26,10 @@ import orjson
 import pytest
 import redis
 
-from quantum.ctl.supervisor import Supervisor
 from quantum.dashboard import provisioning
 from quantum.localredis import free_port
 from quantum.observability.heartbeat import heartbeat_key
+from quantum.process.supervisor import Supervisor
 from quantum.registry.fleet import PORTFOLIO_KEY, REPLAY_KEY, SERVICES, replay_barrier_pairs
 from quantum.replay.barrier import Barrier
 from quantum.replay.orchestrator import ReplayRequest, _service_env

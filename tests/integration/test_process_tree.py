@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from quantum import localredis
-from quantum.ctl.supervisor import Supervisor
 from quantum.observability.heartbeat import heartbeat_key
+from quantum.process.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 QUANTUMCTL = Path(sys.executable).with_name("quantumctl")
@@ -107,7 +107,7 @@ def test_children_outlive_the_thread_that_started_the_supervisor(tmp_path: Path)
 SUPERVISOR_SCRIPT = """
 import sys, time
 from pathlib import Path
-from quantum.ctl.supervisor import Supervisor
+from quantum.process.supervisor import Supervisor
 
 work = Path(sys.argv[1])
 crash_once = (

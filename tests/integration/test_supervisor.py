@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from quantum.ctl.supervisor import ProcessStatus, Supervisor, launcher_table
+from quantum.process.supervisor import ProcessStatus, Supervisor, launcher_table
 
 # A hang guard only: the tests wait for a state, never assert how fast it came.
 PATIENCE_SECONDS = 60.0
@@ -166,7 +166,7 @@ def test_module_comes_from_the_launcher_file(tmp_path: Path) -> None:
 def test_registry_is_the_fallback_and_unknown_names_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from quantum.ctl import supervisor
+    from quantum.process import supervisor
     from quantum.registry.fleet import SERVICES
 
     # Neither the workdir nor the (relocated) project has a launcher file.

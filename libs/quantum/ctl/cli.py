@@ -153,7 +153,7 @@ def live_state() -> dict[str, Any] | None:
 
 
 def service_names(requested: Sequence[str] | None) -> list[str]:
-    from quantum.ctl.supervisor import launcher_table
+    from quantum.process.supervisor import launcher_table
 
     table = launcher_table()
     if not requested:

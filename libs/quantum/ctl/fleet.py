@@ -30,7 +30,7 @@ from quantum.ctl.runstate import (
     running_supervisor,
     write_json_atomically,
 )
-from quantum.ctl.supervisor import PROJECT_ROOT, Supervisor
+from quantum.process.supervisor import PROJECT_ROOT, Supervisor
 
 STATE_INTERVAL_SECONDS = 1.0
 DETACH_PATIENCE_SECONDS = 60.0

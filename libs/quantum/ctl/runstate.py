@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantum.ctl.supervisor import PROJECT_ROOT
+from quantum.process.supervisor import PROJECT_ROOT
 
 STATE_DIR_VARIABLE = "QT_STATE_DIR"
 

@@ -28,8 +28,8 @@ import orjson
 import redis
 
 from quantum import localredis
-from quantum.ctl.supervisor import Supervisor
 from quantum.observability.heartbeat import heartbeat_key
+from quantum.process.supervisor import Supervisor
 from quantum.registry.fleet import PORTFOLIO_KEY, REPLAY_KEY, SERVICES, replay_barrier_pairs
 from quantum.replay import report as reporting
 from quantum.replay.barrier import Barrier

@@ -15,7 +15,7 @@ under both:
   system restarted one service 16,699 times: a crash loop must end, loudly.
 
 Children die with the supervisor, even a ``kill -9``-ed one: each is started with
-``PR_SET_PDEATHSIG`` (:mod:`quantum.lifetime`). The kernel sends that signal when the
+``PR_SET_PDEATHSIG`` (:mod:`quantum.process.lifetime`). The kernel sends that signal when the
 *thread* that forked the child ends, not the process, so one thread forks every child: the
 monitor thread, which starts the first generation, performs every restart and, on
 :meth:`Supervisor.stop`, terminates the children before it returns. It never ends while a
@@ -44,7 +44,7 @@ from typing import IO, Any
 
 import structlog
 
-from quantum.lifetime import die_with_parent
+from quantum.process.lifetime import die_with_parent
 
 EX_CONFIG = 78
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -253,7 +253,7 @@ class Supervisor:
         output = child.log_file if child.log_file is not None else None
         # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which then
         # stops the children in order, and a signal reaches a child's own subprocesses too.
-        # ... and it dies with the supervisor, even a SIGKILLed one (quantum.lifetime).
+        # ... and it dies with the supervisor, even a SIGKILLed one (quantum.process.lifetime).
         child.process = subprocess.Popen(
             child.argv, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
             stdout=output, stderr=output, start_new_session=True,
