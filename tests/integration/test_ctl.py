@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from pathlib import Path
@@ -234,6 +235,16 @@ def test_dlq_replay_refuses_a_stream_outside_the_catalogue(cli: Any, r: redis.Re
     ["replay", "--data", SAMPLE, "--symbols", "BTCUSDT", "--report", "r.json",
      "--start", "2024-02-01", "--end", "2024-01-01"],
     ["status", "--redis-url", "ftp://example"],
+    ["backtest", "--data", SAMPLE, "--symbols", "BTCUSDT,NOPEUSDT", "--report", "r.json"],
+    ["backtest", "--data", "/no/such/dir", "--symbols", "BTCUSDT", "--report", "r.json"],
+    ["backtest", "--data", SAMPLE, "--symbols", "BTCUSDT", "--report", "r.json",
+     "--start", "2024-02-01", "--end", "2024-01-01"],
+    ["backtest", "--data", SAMPLE, "--symbols", "BTCUSDT", "--report", "r.json",
+     "--set", "no-equals-sign"],
+    ["backtest", "--data", SAMPLE, "--symbols", "BTCUSDT", "--report", "r.json",
+     "--set", "leverage=3"],
+    ["backtest", "--data", SAMPLE, "--symbols", "BTCUSDT", "--report", "r.json",
+     "--model", " "],
 ])
 def test_bad_arguments_give_one_line_and_exit_2(cli: Any, args: list[str]) -> None:
     result = cli(*args)
@@ -305,3 +316,51 @@ def test_replay_runs_the_fleet_and_prints_the_figures(cli: Any, tmp_path: Path) 
     assert progress[-1] == f"replay: {written['klines']}/{written['klines']} klines (100%)"
     assert lines[-1] == f"report written to {report}"
     assert f"klines: {written['klines']}" in lines
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--start", "2001-01-01", "--end", "2001-01-02"], "backtest failed: BTCUSDT: no bars"),
+    (["--set", "QT_NO_SUCH_KEY=1"], "unknown setting QT_NO_SUCH_KEY"),
+    (["--set", "QT_SLIPPAGE_BPS=lots"], "bad setting QT_SLIPPAGE_BPS"),
+    (["--set", "risk.no_such_limit=1"], "risk.no_such_limit"),
+    (["--model", "20990101T000000000000Z"], "backtest failed"),
+])
+def test_backtest_errors_become_one_line_and_exit_1(
+        cli: Any, tmp_path: Path, args: list[str], says: str) -> None:
+    result = cli("backtest", "--data", SAMPLE, "--symbols", "BTCUSDT",
+                 "--start", "2025-09-01", "--end", "2025-09-02",
+                 "--report", str(tmp_path / "report.json"), *args)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("quantumctl: error: ") and says in result.stderr
+
+
+def test_backtest_refuses_a_corrupt_data_file_naming_the_line(cli: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with gzip.open(Path(SAMPLE) / "BTCUSDT-5m.csv.gz", "rt") as source:
+        lines = source.readlines()[:50]
+    lines[20] = "1756690800000,oops,1,1,1,1\n"
+    with gzip.open(data / "BTCUSDT-5m.csv.gz", "wt") as target:
+        target.writelines(lines)
+    result = cli("backtest", "--data", str(data), "--symbols", "BTCUSDT",
+                 "--report", str(tmp_path / "report.json"))
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "BTCUSDT-5m.csv.gz:21" in result.stderr
+
+
+def test_backtest_prints_the_tables_and_writes_the_report_files(
+        cli: Any, tmp_path: Path) -> None:
+    report = tmp_path / "bt.json"
+    result = cli("backtest", "--data", SAMPLE, "--symbols", "BTCUSDT,ETHUSDT",
+                 "--start", "2025-09-01", "--end", "2025-09-04", "--report", str(report),
+                 "--set", "risk.max_leverage=8")
+    assert result.exit_code == 0, result.stderr
+    written = json.loads(report.read_text())
+    assert written["engine"] == "backtest" and written["klines"] == 2 * 3 * 288
+    assert written["benchmarks"] and written["trades"] == len(written["trade_list"])
+    for title in ("Per symbol", "Exit reasons", "Buy & hold"):
+        assert title.lower() in result.stdout.lower(), title
+    assert (tmp_path / "bt.png").read_bytes().startswith(b"\x89PNG")
+    assert "<svg" in (tmp_path / "bt.html").read_text()
+    assert result.stdout.splitlines()[-1] == f"report written to {report}"

@@ -134,6 +134,15 @@ def build_engine(request: BacktestRequest, names: Callable[[str], bool] = lambda
     return engine
 
 
+def check_model(engine: Engine) -> None:
+    """A backtest whose model did not load has nothing to test: say why, do not run. (The
+    fleet's ai-engine keeps running without intents and reports it; a backtest of that would
+    be an empty result that looks like an answer.)"""
+    ai = engine.get("ai-engine")
+    if ai.load_error is not None or ai.predictor is None:
+        raise BacktestError(f"the model cannot be served: {ai.load_error or 'none loaded'}")
+
+
 def _construct(build: Callable[[Any, Ports], Service], settings: Any, ports: Ports) -> Service:
     return build(settings, ports)
 
@@ -166,6 +175,7 @@ def run_backtest(
             engine = build_engine(request, lambda name: name not in pipeline.SIGNAL_SERVICES)
         else:
             engine = build_engine(request)
+            check_model(engine)
             publisher = engine.get("feature-publisher")
             for symbol, data in source.data.items():
                 publisher.prime(symbol, stream_table(data.open_time, data.ohlcv))

@@ -134,9 +134,10 @@ def _stage(request: BacktestRequest, source: ReplaySource, connection: Connectio
 
 
 def _run_stage(request: BacktestRequest, source: ReplaySource, connection: Connection) -> None:
-    from quantum.engine.backtest import build_engine
+    from quantum.engine.backtest import build_engine, check_model
 
     engine = build_engine(request, lambda name: name in SIGNAL_SERVICES)
+    check_model(engine)
     publisher = engine.get("feature-publisher")
     for symbol, data in source.data.items():
         publisher.prime(symbol, stream_table(data.open_time, data.ohlcv))
