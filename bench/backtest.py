@@ -54,8 +54,11 @@ def _figures(report: dict[str, Any]) -> dict[str, Any]:
 
     here = sum(entry["seconds"] for name, entry in profile.items()
                if not (split and name in SIGNAL_SERVICES))
-    per_kline["steps, envelopes and delivery (the rest of the run)"] = round(
-        max(wall - here, 0.0) / klines * 1e6, 2)
+    loop = run.get("loop_seconds", {})
+    for name, seconds in loop.items():
+        per_kline[name] = round(seconds / klines * 1e6, 2)
+    per_kline["delivery, scheduling and commits (the rest of the run)"] = round(
+        max(wall - here - sum(loop.values()), 0.0) / klines * 1e6, 2)
     return {
         "klines": klines,
         "klines_per_second": round(float(report["klines_per_second"]), 1),

@@ -186,9 +186,15 @@ def run_backtest(
         done = 0
         engine.idle()
         engine.drain()
+        clock = time.perf_counter
         for open_time in source.times.tolist():
+            began = clock()
             step = source.step(open_time)
+            built = clock()
             signals = stage.outputs(open_time) if stage is not None else []
+            waited = clock()
+            engine.stats.seconds["bars to tick and kline events"] += built - began
+            engine.stats.seconds["waiting for the signal stage"] += waited - built
             engine.publish(step.ticks + step.klines + signals)
             engine.drain()
             done += len(step.klines)
@@ -242,6 +248,7 @@ def report(engine: Engine, request: BacktestRequest, klines: int, wall_seconds: 
         run={"engine": "in-process", "steps": engine.stats.steps,
              "batches": engine.stats.batches, "events_delivered": engine.stats.events,
              "commits": bus.commits, "profile": profile,
+             "loop_seconds": {k: round(v, 4) for k, v in engine.stats.seconds.items()},
              "processes": 2 if stage is not None else 1},
     )
     result.update(engine="backtest", symbols=list(request.symbols), model=request.model,
