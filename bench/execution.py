@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from quantum.exchange.binance import BinanceFutures
+from quantum.exchange.venues.binance.http import BinanceFutures
 from quantum.standin.binance_rest import FuturesVenue
 
 

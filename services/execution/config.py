@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from quantum.exchange.settings import BinanceAccessSettings
+from quantum.exchange.venues.binance.config import BinanceAccessSettings
 
 
 class Settings(BinanceAccessSettings):

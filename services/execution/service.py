@@ -7,10 +7,11 @@ reconcile's findings (``reconcile.events``). Publishes every ack, fill and rejec
 change to ``portfolio.state``; the venue's full state and the portfolio are written to
 their state keys in the same transaction as the acks, so a crash loses nothing.
 
-The venue is chosen by name (``QT_EXCHANGE``): the paper exchange settles in event time
+The venue is chosen by name (``QT_EXCHANGE``, resolved by :mod:`quantum.exchange.venues`)
+and asked, never type-checked, for what differs: the paper exchange settles in event time
 inside the handlers; Binance futures only records intents in the handlers (committed
 before anything is sent) and talks to the exchange from the idle hook
-(:mod:`quantum.exchange.live`).
+(:mod:`quantum.exchange.venues.binance.execution`).
 
 **The last gate before the exchange.** An entry order (not reduce-only) that is not a
 duplicate is refused, and reported as a reject on ``execution.result`` with the refusal in
@@ -25,7 +26,8 @@ The ESS costs one ``GET`` per entry order. Exits (reduce-only harvests) are neve
 **State loss.** When the state key is missing at start, the book is rebuilt before any
 order is accepted, and a ``book`` report says where it came from: the live venue from
 Binance (``rebuilt_from_venue``); the paper venue from its durable local record
-(``rebuilt_from_local_record``, :mod:`quantum.exchange.record`), written after each commit
+(``rebuilt_from_local_record``, :mod:`quantum.exchange.venues.paper.record`), written
+after each commit
 that changed the book; ``fresh`` on a first start (no record and no trace of an earlier
 run in Redis) and in replays; ``state_lost`` when there is a trace of an earlier run but no
 record: the book starts fresh and the ESS is tripped with reason ``state_lost``, so no
@@ -34,9 +36,7 @@ entry passes until an operator has looked.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -59,18 +59,12 @@ from quantum.contracts.events import (
 )
 from quantum.contracts.streams import EXECUTION_RESULT, PORTFOLIO_STATE, TRADE_CLOSED
 from quantum.exchange.base import Venue
-from quantum.exchange.binance import BinanceFutures
-from quantum.exchange.live import LiveConfig, LiveExchange
-from quantum.exchange.paper import PaperExchange
-from quantum.exchange.record import BookRecord
-from quantum.exchange.weights import WeightBudget
+from quantum.exchange.venues import venue_for
 from quantum.registry.fleet import ESS_KEY, EXECUTION_KEY, PORTFOLIO_KEY
 from quantum.risk import ess
 from services.execution.config import Settings
 
 NAME = "execution"
-TESTNET_WS = "wss://stream.binancefuture.com/"
-MAINNET_WS = "wss://fstream.binance.com/"
 
 REPORTS = Counter("quantum_execution_reports_total", "Execution reports", ["kind"])
 TRADES = Counter("quantum_execution_trades_closed_total", "Trades closed", ["reason"])
@@ -108,23 +102,6 @@ def plan_problem(order: OrderRequest) -> str | None:
     return None
 
 
-def default_record_dir() -> Path:
-    """``$STATE_DIRECTORY/execution`` under systemd (``StateDirectory=``), else ``var/state``."""
-    state_directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(state_directory) / "execution" if state_directory else Path("var/state")
-
-
-def binance_adapter(settings: Settings) -> BinanceFutures:
-    """The adapter from settings (keys read here and nowhere else)."""
-    return BinanceFutures(
-        api_key=settings.binance_api_key.get_secret_value(),
-        api_secret=settings.binance_api_secret.get_secret_value(),
-        testnet=settings.binance_testnet, rest_url=settings.binance_rest_url or None,
-        recv_window_ms=settings.binance_recv_window_ms, timeout_s=settings.binance_timeout_s,
-        budget=WeightBudget(limit=settings.binance_weight_limit),
-    )
-
-
 class Execution(ServiceBase):
     name = NAME
 
@@ -137,12 +114,11 @@ class Execution(ServiceBase):
         self.max_age_ms = settings.approval_max_age_seconds * 1000
         self.retention_ms = max(2 * self.max_age_ms, MIN_ORDER_RETENTION_MS)
         self.event_clock = ports.clock.event
-        self.record: BookRecord | None = None
-        if settings.exchange == "paper" and not self.event_clock:
-            directory = (Path(settings.book_record_dir) if settings.book_record_dir
-                         else default_record_dir())
-            self.record = BookRecord(directory, settings.redis_url)
+        self.factory = venue_for(settings.exchange)
         self.venue: Venue = self._fresh()
+        # The book's durable local record (paper only: Binance rebuilds from the exchange);
+        # none on the event clock, where replays start from a fresh book.
+        self.record = None if self.event_clock else self.factory.local_record(settings)
         self._state_dirty = True
         self._sequence = 0
         self._book_changed = False  # the paper book changed since the last record
@@ -150,21 +126,8 @@ class Execution(ServiceBase):
         self._book_report: BookSummary | None = None  # to announce on execution.result
 
     def _fresh(self) -> Venue:
-        s = self.settings
-        if s.exchange == "binance":
-            return LiveExchange(binance_adapter(s), LiveConfig(
-                margin_type=s.binance_margin_type, taker_fee=s.taker_fee,
-                poll_interval_s=s.binance_poll_interval_s,
-                maintenance_margin_rate=s.maintenance_margin_rate,
-                ws_url=s.binance_ws_url or (TESTNET_WS if s.binance_testnet else MAINNET_WS),
-                protective_orders=s.protective_orders,
-                recv_window_ms=s.binance_recv_window_ms,
-                intent_retention_ms=self.retention_ms,
-            ))
-        return PaperExchange(initial_balance=s.initial_balance, taker_fee=s.taker_fee,
-                             slippage_bps=s.slippage_bps,
-                             maintenance_margin_rate=s.maintenance_margin_rate,
-                             order_retention_ms=self.retention_ms)
+        """The named venue with an empty book."""
+        return self.factory.create(self.settings, order_retention_ms=self.retention_ms)
 
     # --- state ----------------------------------------------------------------------------
 
@@ -172,50 +135,39 @@ class Execution(ServiceBase):
         raw = self.state.get(EXECUTION_KEY)
         self._book_changed, self._record_due = False, None
         self._state_dirty = raw is None  # publish the initial portfolio on a fresh start
-        if isinstance(self.venue, LiveExchange):
-            # Keep the adapter, its clock offset and user stream; reload the book.
-            self.venue.restore(orjson.loads(raw) if raw else None)
-            if raw is None:  # rebuilt from Binance in the idle hook, before anything is sent
-                self.venue.rebuild_pending = True
-                log.warning("no execution state: the book is rebuilt from the exchange")
-            return
         if raw is not None:
-            snapshot = orjson.loads(raw)
-            self.venue = self._paper(snapshot)
+            # Live: the adapter, its clock offset and user stream are kept; paper: a new book.
+            snapshot = orjson.loads(raw) if raw else None
+            self.venue = self.venue.restored(snapshot)
             if self.record is not None:
                 self._record_due = snapshot  # committed by definition: refresh the record
             return
-        self.venue, summary = self._paper_without_state()
+        if self.venue.rebuild_from_exchange():  # in the idle hook, before anything is sent
+            log.warning("no execution state: the book is rebuilt from the exchange")
+            return
+        self.venue, summary = self._book_without_state()
         self._book_report = summary
         self._book_changed = True  # a first record, so a later loss is not a first start
         BOOKS.labels(summary.source).inc()
 
-    def _paper(self, snapshot: dict[str, Any]) -> PaperExchange:
-        venue = PaperExchange.from_snapshot(snapshot)
-        venue.order_retention_ms = self.retention_ms
-        return venue
-
-    def _paper_without_state(self) -> tuple[PaperExchange, BookSummary]:
-        """The paper book when Redis has none: the local record, else fresh or lost."""
+    def _book_without_state(self) -> tuple[Venue, BookSummary]:
+        """The book when Redis has none and the venue cannot rebuild it from the exchange
+        (paper): the local record, else fresh or lost."""
         loaded = self.record.load() if self.record is not None else None
         if loaded is not None and loaded.book is not None:
-            venue = self._paper(loaded.book)
+            venue = self.venue.restored(loaded.book)
             log.warning("no execution state: book rebuilt from the local record",
                         record=str(self.record.path if self.record else ""))
-            return venue, self._summary(venue, "rebuilt_from_local_record",
-                                        f"record saved at {loaded.saved_at}")
-        venue = PaperExchange(initial_balance=self.settings.initial_balance,
-                              taker_fee=self.settings.taker_fee,
-                              slippage_bps=self.settings.slippage_bps,
-                              maintenance_margin_rate=self.settings.maintenance_margin_rate,
-                              order_retention_ms=self.retention_ms)
+            return venue, venue.book_summary("rebuilt_from_local_record",
+                                             f"record saved at {loaded.saved_at}")
+        venue = self._fresh()
         trace = None if self.event_clock else self._earlier_run(loaded)
         if trace is None:
-            return venue, self._summary(venue, "fresh", "first start")
+            return venue, venue.book_summary("fresh", "first start")
         log.error("execution state lost and no local record: emergency stop tripped",
                   trace=trace)
         self.alarm(NAME, f"execution's book is gone: {trace}")
-        return venue, self._summary(venue, "state_lost", trace)
+        return venue, venue.book_summary("state_lost", trace)
 
     def _earlier_run(self, loaded: Any) -> str | None:
         """Why this is not a first start, or None when nothing says so."""
@@ -227,13 +179,6 @@ class Execution(ServiceBase):
             if self.history.length(stream):
                 return f"{stream.name} holds events of an earlier run"
         return None
-
-    @staticmethod
-    def _summary(venue: PaperExchange, source: Any, detail: str) -> BookSummary:
-        return BookSummary(source=source, balance=venue.balance,
-                           positions=tuple(sorted(venue.positions)),
-                           open_orders=sum(len(v) for v in venue.pending.values()),
-                           detail=detail)
 
     def after_commit(self) -> None:
         """After each successful commit: the paper book's record, if that commit changed it."""
@@ -248,8 +193,7 @@ class Execution(ServiceBase):
             self._book_changed = True
 
     def close(self) -> None:
-        if isinstance(self.venue, LiveExchange):
-            self.venue.close()
+        self.venue.close()
 
     # --- publishing -----------------------------------------------------------------------
 
@@ -277,11 +221,9 @@ class Execution(ServiceBase):
 
     def _announce_book(self, out: Outbox, cause: Envelope[Any] | None, ts: int) -> None:
         """The ``book`` report of a book started without its state key (once)."""
-        summary = self._book_report
-        if isinstance(self.venue, LiveExchange) and self.venue.rebuilt is not None:
-            summary, self.venue.rebuilt = self.venue.rebuilt, None
-        else:
-            self._book_report = None
+        summary = self.venue.take_rebuilt()  # a rebuild from the exchange (live)
+        if summary is None:
+            summary, self._book_report = self._book_report, None
         if summary is None:
             return
         report = ExecutionReport.book_report(summary, ts)
@@ -299,7 +241,7 @@ class Execution(ServiceBase):
 
     def refusal(self, order: OrderRequest) -> tuple[str, str] | None:
         """Why an entry order must not reach the exchange, as (reason, detail), or None."""
-        if isinstance(self.venue, LiveExchange) and self.venue.rebuild_pending:
+        if self.venue.rebuild_pending:
             return "book_not_rebuilt", "the book is not yet rebuilt from the exchange"
         problem = plan_problem(order)
         if problem is not None:
@@ -348,11 +290,11 @@ class Execution(ServiceBase):
             self._on_order(payload, event, out)
         elif isinstance(payload, HarvestIntent):
             reports, trades = self.venue.harvest(payload)
-            self._publish(out, event, reports, trades, isinstance(self.venue, PaperExchange))
+            self._publish(out, event, reports, trades, self.venue.settles_in_handlers)
             self._state_dirty = True
         elif isinstance(payload, ExitLevels):
             self.venue.set_levels(payload)
-            self._state_dirty = isinstance(self.venue, LiveExchange) or self._state_dirty
+            self._state_dirty = self.venue.levels_in_state or self._state_dirty
         elif isinstance(payload, ReconcileEvent):
             reports, trades = self.venue.on_reconcile(payload)
             self._publish(out, event, reports, trades, bool(reports or trades))
@@ -384,8 +326,8 @@ class Execution(ServiceBase):
         if reports or trades or changed:
             self._publish(out, None, reports, trades, changed)
             self._state_dirty = True
-        if not self.event_clock and (self._book_report is not None or (
-                isinstance(self.venue, LiveExchange) and self.venue.rebuilt is not None)):
+        if not self.event_clock and (self._book_report is not None
+                                     or self.venue.rebuilt is not None):
             self._announce_book(out, None, int(now * 1000))
         if self._state_dirty:
             self.on_batch_end(out)

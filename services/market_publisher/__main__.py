@@ -128,7 +128,7 @@ def main() -> None:
             barrier_seconds=round(stats.barrier_seconds, 3),
         )
     else:
-        from quantum.market.live import LiveSource
+        from quantum.exchange.venues.binance.market import LiveSource
 
         live = LiveSource(
             symbols,

@@ -37,14 +37,15 @@ from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import ExecutionReport, ReconcileEvent
 from quantum.contracts.streams import RECONCILE_EVENTS
-from quantum.exchange.binance import (
+from quantum.exchange.venues.binance.factory import http_client
+from quantum.exchange.venues.binance.filters import ExchangeDataError, OrderRefused
+from quantum.exchange.venues.binance.http import (
     BinanceFutures,
     ExchangePosition,
     ExchangeRejected,
     ExchangeUnavailable,
 )
-from quantum.exchange.filters import ExchangeDataError, OrderRefused
-from quantum.exchange.weights import RateLimited
+from quantum.exchange.venues.binance.weights import RateLimited
 from quantum.registry.fleet import EXECUTION_KEY, RECONCILE_KEY
 from services.reconcile.config import Settings
 
@@ -68,13 +69,7 @@ class Reconcile(ServiceBase):
         self.clock = ports.clock
         self.adapter = adapter
         if adapter is None and settings.exchange == "binance":
-            self.adapter = BinanceFutures(
-                api_key=settings.binance_api_key.get_secret_value(),
-                api_secret=settings.binance_api_secret.get_secret_value(),
-                testnet=settings.binance_testnet, rest_url=settings.binance_rest_url or None,
-                recv_window_ms=settings.binance_recv_window_ms,
-                timeout_s=settings.binance_timeout_s,
-            )
+            self.adapter = http_client(settings)
         if self.adapter is None:
             log.info("paper mode: the paper book is its own exchange; passes compare nothing")
         self.open: dict[str, dict[str, Any]] = {}  # difference key → its event

@@ -26,8 +26,9 @@ from quantum.bus.runner import Outbox, Runner, publish
 from quantum.config import ConfigError, load
 from quantum.contracts.events import ExitPlan, HarvestIntent, OrderRequest, TakeProfit
 from quantum.contracts.streams import APPLY_RESULT, HARVEST_INTENT
-from quantum.exchange.binance import BinanceFutures
-from quantum.exchange.live import LiveConfig, LiveExchange
+from quantum.exchange.venues.binance.config import LiveConfig
+from quantum.exchange.venues.binance.execution import LiveExchange
+from quantum.exchange.venues.binance.http import BinanceFutures
 from quantum.registry.fleet import EXECUTION_KEY
 from quantum.replay.report import payloads
 from quantum.standin.binance_rest import FuturesVenue

@@ -26,8 +26,8 @@ from quantum.bus.envelope import Envelope, decode, new_envelope
 from quantum.bus.runner import publish
 from quantum.contracts.events import EVENT_TYPES, Kline, Tick
 from quantum.contracts.streams import MARKET_KLINES, MARKET_TICK
-from quantum.market import live
-from quantum.market.live import InvalidSymbol, LiveSource
+from quantum.exchange.venues.binance import market as live
+from quantum.exchange.venues.binance.market import InvalidSymbol, LiveSource
 from quantum.standin.binance_ws import BinanceStandIn
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"

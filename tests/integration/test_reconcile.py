@@ -11,8 +11,9 @@ import redis
 from quantum.bus.redisports import redis_ports
 from quantum.bus.runner import Outbox
 from quantum.contracts.events import EVENT_TYPES, ReconcileEvent
-from quantum.exchange.binance import BinanceFutures
-from quantum.exchange.live import LiveConfig, LiveExchange
+from quantum.exchange.venues.binance.config import LiveConfig
+from quantum.exchange.venues.binance.execution import LiveExchange
+from quantum.exchange.venues.binance.http import BinanceFutures
 from quantum.registry.fleet import EXECUTION_KEY, service
 from quantum.standin.binance_rest import FuturesVenue
 from services.reconcile.config import Settings

@@ -22,7 +22,7 @@ from quantum.contracts.events import (
 )
 from quantum.contracts.streams import APPLY_RESULT, RISK_DECISION, RISK_EVENTS
 from quantum.ctl.main import app
-from quantum.exchange.paper import PaperExchange
+from quantum.exchange.venues.paper.execution import PaperExchange
 from quantum.exits.profiles import exit_plan
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import APPLY_REFUSAL_KEY, PORTFOLIO_KEY

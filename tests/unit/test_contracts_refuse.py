@@ -19,7 +19,7 @@ from quantum.contracts.events import (
     OrderRequest,
     Plan,
 )
-from quantum.exchange.paper import PaperExchange
+from quantum.exchange.venues.paper.execution import PaperExchange
 
 PLAN = ExitPlan(profile="DEFAULT", stop_loss=58_000.0, take_profits=())
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantum.exchange.filters import ExchangeDataError, OrderRefused, SymbolFilters
-from quantum.exchange.weights import RateLimited, WeightBudget
+from quantum.exchange.venues.binance.filters import ExchangeDataError, OrderRefused, SymbolFilters
+from quantum.exchange.venues.binance.weights import RateLimited, WeightBudget
 from quantum.standin.binance_rest import DEFAULT_RULES, exchange_info_entry
 
 FILTERS = {s: SymbolFilters.from_exchange_info(exchange_info_entry(s, *r))

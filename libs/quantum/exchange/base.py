@@ -1,12 +1,14 @@
 """The one interface both venues implement: the paper exchange and Binance futures.
 
-execution holds a :class:`Venue` chosen by name from its settings and never asks which one
-it has. Event handlers (``submit``, ``harvest``, ``on_tick``) only *record*: the paper
-exchange settles in event time, and the live venue records the order intent so that it is
-committed with the runner's acks *before* anything is sent. ``poll`` runs between events
-(the runner's idle hook) and is where a live venue talks to the exchange; it returns what
-happened meanwhile. ``snapshot`` is the venue's whole state, written in the same
-transaction as the acks, so a ``kill -9`` at any point loses nothing.
+execution holds a :class:`Venue` built by the factory its settings name
+(:mod:`quantum.exchange.venues`) and never asks which one it has: what differs between
+venues (where fills are booked, how a lost book comes back) it asks the venue. Event
+handlers (``submit``, ``harvest``, ``on_tick``) only *record*: the paper exchange settles
+in event time, and the live venue records the order intent so that it is committed with
+the runner's acks *before* anything is sent. ``poll`` runs between events (the runner's
+idle hook) and is where a live venue talks to the exchange; it returns what happened
+meanwhile. ``snapshot`` is the venue's whole state, written in the same transaction as
+the acks, so a ``kill -9`` at any point loses nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from quantum.contracts.events import (
+    BookSource,
+    BookSummary,
     ExecutionReport,
     ExitLevels,
     HarvestIntent,
@@ -65,3 +69,40 @@ class Venue(Protocol):
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state, JSON-able, for the state key."""
+
+    def restored(self, snapshot: dict[str, Any] | None) -> Venue:
+        """This venue holding a committed ``snapshot`` (live: reloaded in place, keeping its
+        adapter, clock offset and user stream; paper: a new book built from it)."""
+
+    def rebuild_from_exchange(self) -> bool:
+        """The state key is gone: empty the book and rebuild it from the exchange (in
+        ``poll``, before anything is sent). False when there is no exchange to rebuild from
+        (paper: execution takes the book from the venue's local record instead)."""
+
+    def book_summary(self, source: BookSource, detail: str) -> BookSummary:
+        """What the book holds now, for the ``book`` report of a book started without state."""
+
+    @property
+    def rebuild_pending(self) -> bool:
+        """The rebuild from the exchange has not happened yet: no entry may pass
+        (execution refuses it with ``book_not_rebuilt``)."""
+
+    @property
+    def rebuilt(self) -> BookSummary | None:
+        """The book the last rebuild from the exchange produced, until it is taken."""
+
+    def take_rebuilt(self) -> BookSummary | None:
+        """:attr:`rebuilt`, then cleared: execution announces a rebuild once."""
+
+    @property
+    def settles_in_handlers(self) -> bool:
+        """Whether fills are booked in the event handlers (paper, in event time) rather than
+        in ``poll`` (live): a harvest then changes the portfolio at once."""
+
+    @property
+    def levels_in_state(self) -> bool:
+        """Whether the exit-brain's levels are part of ``snapshot`` (live: the protective
+        orders resting on the exchange follow them), so ``set_levels`` changes the state."""
+
+    def close(self) -> None:
+        """Release what the venue holds open (the user data stream)."""

@@ -48,7 +48,7 @@ from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from quantum.exchange.filters import SymbolFilters, text
+from quantum.exchange.venues.binance.filters import SymbolFilters, text
 from quantum.standin._loop import call_in_loop
 from quantum.standin.binance_ws import _loopback_socket, binance_error
 

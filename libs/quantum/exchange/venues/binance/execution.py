@@ -48,7 +48,7 @@ position without a resting stop has no protection until the exit-brain or reconc
 it one.
 
 Positions, fees, funding and closed trades are booked as the paper exchange books them
-(:class:`~quantum.exchange.paper.Position`), so ``trade.closed`` means the same thing in
+(:class:`~quantum.exchange.position.Position`), so ``trade.closed`` means the same thing in
 replay and live. Protective ``STOP_MARKET``/``TAKE_PROFIT_MARKET`` orders (close-position,
 mark-price triggered) rest on the exchange for every open position and follow the
 exit-brain's levels: a new one is placed before the old one is cancelled, so a position is
@@ -64,6 +64,7 @@ from typing import Any
 import structlog
 
 from quantum.contracts.events import (
+    BookSource,
     BookSummary,
     ExecutionReport,
     ExitLevels,
@@ -75,7 +76,10 @@ from quantum.contracts.events import (
     Tick,
     TradeClosed,
 )
-from quantum.exchange.binance import (
+from quantum.exchange.position import Position
+from quantum.exchange.venues.binance.config import LiveConfig
+from quantum.exchange.venues.binance.filters import ExchangeDataError, OrderRefused
+from quantum.exchange.venues.binance.http import (
     OUTCOME_UNKNOWN_CODES,
     UNKNOWN_ORDER,
     BinanceFutures,
@@ -83,10 +87,8 @@ from quantum.exchange.binance import (
     ExchangeUnavailable,
     OrderState,
 )
-from quantum.exchange.filters import ExchangeDataError, OrderRefused
-from quantum.exchange.paper import Position
-from quantum.exchange.user_stream import UserStream
-from quantum.exchange.weights import RateLimited
+from quantum.exchange.venues.binance.weights import RateLimited
+from quantum.exchange.venues.binance.ws import UserStream
 
 log = structlog.get_logger(component="live-venue")
 EPSILON = 1e-12
@@ -136,35 +138,6 @@ class Protection:
     placed_stop: float | None = None
     placed_tp_id: str | None = None
     placed_tp: float | None = None
-
-
-@dataclass
-class LiveConfig:
-    """Attributes:
-        margin_type: ``ISOLATED`` or ``CROSSED`` for every traded symbol.
-        taker_fee: fee rate assumed when a fill is known only from REST (no commission).
-        poll_interval_s: REST polling of open orders while the user stream is healthy.
-        keepalive_interval_s: listen key keep-alive (Binance expires a key after 60 min).
-        maintenance_margin_rate: for the liquidation price reported to the exit-brain.
-        ws_url: user data stream base URL.
-        protective_orders: keep stop and take-profit orders resting on the exchange.
-        recv_window_ms: the adapter's ``recvWindow`` (for declaring an order not placed).
-        unknown_order_margin_s: beyond ``recvWindow``, how long an order queried as unknown
-            stays uncertain before it is declared not placed.
-        intent_retention_ms: how long (event time) a done intent is kept as the duplicate
-            guard; longer than the approval freshness bound.
-    """
-
-    margin_type: str = "ISOLATED"
-    taker_fee: float = 0.0004
-    poll_interval_s: float = 5.0
-    keepalive_interval_s: float = 1800.0
-    maintenance_margin_rate: float = 0.004
-    ws_url: str = ""
-    protective_orders: bool = True
-    recv_window_ms: int = 5000
-    unknown_order_margin_s: float = 60.0
-    intent_retention_ms: int = 3_600_000
 
 
 @dataclass
@@ -226,10 +199,46 @@ class LiveExchange:
         self.listen_key = str(data.get("listen_key", ""))
         self.rebuild_pending = bool(data.get("rebuild_pending", False))
 
+    def restored(self, snapshot: dict[str, Any] | None) -> LiveExchange:
+        """This venue with its book reloaded from a committed snapshot: the adapter, its
+        clock offset and the user stream are kept."""
+        self.restore(snapshot)
+        return self
+
+    def rebuild_from_exchange(self) -> bool:
+        """State was lost: empty the book and rebuild it from the exchange in the idle hook,
+        before any intent is sent (until then :attr:`rebuild_pending` holds entries back)."""
+        self.restore(None)
+        self.rebuild_pending = True
+        return True
+
     def close(self) -> None:
         if self._stream is not None:
             self._stream.stop()
             self._stream = None
+
+    # --- what execution asks of a venue ---------------------------------------------------
+
+    @property
+    def settles_in_handlers(self) -> bool:
+        """Handlers only record intents; fills are booked in :meth:`poll`."""
+        return False
+
+    @property
+    def levels_in_state(self) -> bool:
+        """The exit-brain's levels are kept (protections): the resting orders follow them."""
+        return True
+
+    def take_rebuilt(self) -> BookSummary | None:
+        """The last rebuild's summary, cleared (execution reports it once)."""
+        summary, self.rebuilt = self.rebuilt, None
+        return summary
+
+    def book_summary(self, source: BookSource, detail: str) -> BookSummary:
+        return BookSummary(
+            source=source, balance=self.balance, positions=tuple(sorted(self.positions)),
+            open_orders=sum(1 for i in self.intents.values() if i.status in OPEN_STATUSES),
+            detail=detail)
 
     # --- recording (in the handler; nothing is sent here) ---------------------------------
 
@@ -595,12 +604,10 @@ class LiveExchange:
             self._adopt_open_order(order, now_ms)
         self._adopt_protection(protective)
         self.rebuild_pending = False
-        self.rebuilt = BookSummary(
-            source="rebuilt_from_venue", balance=self.balance,
-            positions=tuple(sorted(self.positions)),
-            open_orders=sum(1 for i in self.intents.values() if i.status in OPEN_STATUSES),
-            detail=f"{len(self.protections)} of {len(self.positions)} positions protected by "
-                   "resting stops")
+        self.rebuilt = self.book_summary(
+            "rebuilt_from_venue",
+            f"{len(self.protections)} of {len(self.positions)} positions protected by "
+            "resting stops")
         log.warning("book rebuilt from the exchange", balance=self.balance,
                     positions=sorted(self.positions), open_orders=self.rebuilt.open_orders)
 

@@ -3,9 +3,9 @@
 What it adds to the bare client, and why:
 
 * **Filters.** ``exchangeInfo`` is cached (``filters_ttl_s``) and every price and
-  quantity goes through :class:`~quantum.exchange.filters.SymbolFilters`, so the
-  exchange never sees a ``-1111`` precision error from us. A symbol the exchange does not
-  list is refused locally with ``-1121``, naming it.
+  quantity goes through :class:`~quantum.exchange.venues.binance.filters.SymbolFilters`,
+  so the exchange never sees a ``-1111`` precision error from us. A symbol the exchange
+  does not list is refused locally with ``-1121``, naming it.
 * **Weight.** Every call reserves its weight in a :class:`WeightBudget`; a 429 or 418 bans
   all calls until ``Retry-After`` has passed (:class:`RateLimited`, never a sleep).
 * **Clock.** The offset to the server clock is measured at start and again on ``-1021``
@@ -14,7 +14,8 @@ What it adds to the bare client, and why:
   :class:`ExchangeUnavailable`, meaning *the outcome is unknown* — the caller must query
   the client order id before sending again, never re-send blind.
 * **Typed answers.** Responses are parsed into frozen records; a missing field or wrong
-  type is an :class:`~quantum.exchange.filters.ExchangeDataError` naming the field.
+  type is an :class:`~quantum.exchange.venues.binance.filters.ExchangeDataError` naming
+  the field.
 
 Conditional orders (``STOP_MARKET``, ``TAKE_PROFIT_MARKET``) go to the algo-order API, as
 python-binance ≥ 1.0.33 routes them; their ids are ``clientAlgoId``.
@@ -32,14 +33,14 @@ import requests
 from binance import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
-from quantum.exchange.filters import (
+from quantum.exchange.venues.binance.filters import (
     ExchangeDataError,
     OrderRefused,
     SymbolFilters,
     decimal_of,
     text,
 )
-from quantum.exchange.weights import ENDPOINT_WEIGHTS, RateLimited, WeightBudget
+from quantum.exchange.venues.binance.weights import ENDPOINT_WEIGHTS, RateLimited, WeightBudget
 
 TIMESTAMP_OUTSIDE_WINDOW = -1021
 UNKNOWN_ORDER = -2013
@@ -351,7 +352,7 @@ class BinanceFutures:
         for a reduce-only order that is harmless, as it cannot open or grow a position (the
         exchange refuses it with ``-2022`` once the position is closed). Entry orders never
         come here: the live venue resolves an uncertain entry by querying until it is known
-        (:mod:`quantum.exchange.live`)."""
+        (:mod:`quantum.exchange.venues.binance.execution`)."""
         if not reduce_only:
             raise ValueError("ensure_market sends on a query miss: reduce-only orders only")
         existing = self.query_order(symbol, client_order_id)

@@ -1,7 +1,14 @@
-"""Binance access settings shared by the services that talk to the exchange."""
+"""The Binance venue's configuration: access settings and the live book's config.
+
+:class:`BinanceAccessSettings` are the ``QT_*`` keys shared by the services that talk to
+the exchange (execution and reconcile inherit them); :class:`LiveConfig` is what the live
+venue (:mod:`quantum.exchange.venues.binance.execution`) runs with, built from execution's
+settings by :mod:`quantum.exchange.venues.binance.factory`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -46,3 +53,36 @@ class BinanceAccessSettings(FleetSettings):
                 "QT_BINANCE_MAINNET_OPT_IN=true to confirm"
             )
         return self
+
+
+TESTNET_WS = "wss://stream.binancefuture.com/"
+MAINNET_WS = "wss://fstream.binance.com/"
+
+
+@dataclass
+class LiveConfig:
+    """Attributes:
+        margin_type: ``ISOLATED`` or ``CROSSED`` for every traded symbol.
+        taker_fee: fee rate assumed when a fill is known only from REST (no commission).
+        poll_interval_s: REST polling of open orders while the user stream is healthy.
+        keepalive_interval_s: listen key keep-alive (Binance expires a key after 60 min).
+        maintenance_margin_rate: for the liquidation price reported to the exit-brain.
+        ws_url: user data stream base URL.
+        protective_orders: keep stop and take-profit orders resting on the exchange.
+        recv_window_ms: the adapter's ``recvWindow`` (for declaring an order not placed).
+        unknown_order_margin_s: beyond ``recvWindow``, how long an order queried as unknown
+            stays uncertain before it is declared not placed.
+        intent_retention_ms: how long (event time) a done intent is kept as the duplicate
+            guard; longer than the approval freshness bound.
+    """
+
+    margin_type: str = "ISOLATED"
+    taker_fee: float = 0.0004
+    poll_interval_s: float = 5.0
+    keepalive_interval_s: float = 1800.0
+    maintenance_margin_rate: float = 0.004
+    ws_url: str = ""
+    protective_orders: bool = True
+    recv_window_ms: int = 5000
+    unknown_order_margin_s: float = 60.0
+    intent_retention_ms: int = 3_600_000

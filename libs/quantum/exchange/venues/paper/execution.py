@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from quantum.contracts.events import (
+    BookSource,
+    BookSummary,
     ExecutionReport,
     ExitLevels,
     ExitPlan,
@@ -39,9 +41,10 @@ from quantum.contracts.events import (
     Tick,
     TradeClosed,
 )
+from quantum.exchange.position import Position
+from quantum.exchange.venues.paper.config import DEFAULT_ORDER_RETENTION_MS, PaperConfig
 
 DUST = 1e-9  # a remaining quantity below this share of the original closes the position
-DEFAULT_ORDER_RETENTION_MS = 3_600_000
 MARGIN_INSUFFICIENT = -2019
 REDUCE_ONLY_REJECTED = -2022
 
@@ -50,41 +53,6 @@ REDUCE_ONLY_REJECTED = -2022
 class PendingOrder:
     order: dict[str, Any]  # OrderRequest as JSON-able dict
     submitted_ts: int
-
-
-@dataclass
-class Position:
-    position_id: str
-    symbol: str
-    side: str
-    quantity: float
-    initial_quantity: float
-    entry_price: float
-    leverage: int
-    opened_ts: int
-    stop_distance: float
-    exit_plan: dict[str, Any] | None
-    fees: float = 0.0
-    funding: float = 0.0
-    realised: float = 0.0
-    exit_value: float = 0.0  # Σ price × quantity of exits
-    exit_quantity: float = 0.0
-    mark_price: float = 0.0
-
-    @property
-    def sign(self) -> float:
-        return 1.0 if self.side == "LONG" else -1.0
-
-    @property
-    def notional(self) -> float:
-        return self.quantity * self.mark_price
-
-    @property
-    def margin(self) -> float:
-        return self.quantity * self.entry_price / self.leverage
-
-    def unrealised(self) -> float:
-        return self.sign * (self.mark_price - self.entry_price) * self.quantity
 
 
 @dataclass
@@ -135,6 +103,62 @@ class PaperExchange:
             s: [PendingOrder(**o) for o in orders] for s, orders in data.pop("pending").items()
         }
         return cls(**data, positions=positions, pending=pending)
+
+    @classmethod
+    def fresh(cls, config: PaperConfig) -> PaperExchange:
+        """An empty book with these economics (the wallet at its initial balance)."""
+        return cls(initial_balance=config.initial_balance, taker_fee=config.taker_fee,
+                   slippage_bps=config.slippage_bps,
+                   maintenance_margin_rate=config.maintenance_margin_rate,
+                   order_retention_ms=config.order_retention_ms)
+
+    def restored(self, snapshot: dict[str, Any] | None) -> PaperExchange:
+        """A new book from a committed snapshot (its economics included); this book's
+        duplicate-guard retention applies to it."""
+        if snapshot is None:
+            raise ValueError("the paper book cannot be restored from an empty state")
+        venue = PaperExchange.from_snapshot(snapshot)
+        venue.order_retention_ms = self.order_retention_ms
+        return venue
+
+    # --- what execution asks of a venue ---------------------------------------------------
+
+    @property
+    def settles_in_handlers(self) -> bool:
+        """Fills are booked in the handlers, in event time: a harvest settles at once."""
+        return True
+
+    @property
+    def levels_in_state(self) -> bool:
+        """The exit-brain's levels are not kept: nothing rests on a paper book."""
+        return False
+
+    @property
+    def rebuild_pending(self) -> bool:
+        """Never: the paper book is not rebuilt from an exchange."""
+        return False
+
+    @property
+    def rebuilt(self) -> BookSummary | None:
+        return None
+
+    def take_rebuilt(self) -> BookSummary | None:
+        return None
+
+    def rebuild_from_exchange(self) -> bool:
+        """The paper book is its own exchange: there is nothing to rebuild it from (execution
+        takes it from its local record instead)."""
+        return False
+
+    def book_summary(self, source: BookSource, detail: str) -> BookSummary:
+        return BookSummary(source=source, balance=self.balance,
+                           positions=tuple(sorted(self.positions)),
+                           open_orders=sum(len(v) for v in self.pending.values()),
+                           detail=detail)
+
+    def close(self) -> None:
+        """Nothing to release."""
+        return None
 
     # --- orders ---------------------------------------------------------------------------
 
