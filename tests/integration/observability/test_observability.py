@@ -35,7 +35,7 @@ from quantum.replay.barrier import Barrier
 from quantum.replay.orchestrator import ReplayRequest, _service_env
 from quantum.risk import fleetstate
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 PUBLISHER = "market-publisher"
 SERIES = re.compile(r"\b(quantum_[a-z0-9_]+|up)\b")

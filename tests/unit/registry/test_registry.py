@@ -423,3 +423,18 @@ def handle(out):
     assert violations(spec, "from quantum.contracts.streams import *\n") != []
     clean = "from quantum.contracts.streams import FEATURES, TRADE_INTENT\nx = FEATURES\n"
     assert violations(spec, clean) == []
+
+
+def test_tests_mirror_the_packages_and_services() -> None:
+    """``tests/unit/<package>/`` and ``tests/integration/<service or package>/``: a test is
+    found where the code it tests lives."""
+    root = Path(__file__).resolve().parents[3]
+    homes = {p.name for p in (root / "libs" / "quantum").iterdir()
+             if p.is_dir() and not p.name.startswith("_")}
+    homes |= {p.name for p in (root / "services").iterdir()
+              if p.is_dir() and not p.name.startswith("_")}
+    homes.add("bench")
+    for path in (root / "tests").rglob("test_*.py"):
+        parts = path.relative_to(root / "tests").parts
+        assert len(parts) == 3 and parts[0] in ("unit", "integration"), path
+        assert parts[1] in homes, f"{path}: {parts[1]} is neither a package nor a service"

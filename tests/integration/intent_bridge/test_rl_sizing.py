@@ -40,7 +40,7 @@ from quantum.rl.training import TrainingConfig, train_and_register
 from services.intent_bridge.service import IntentBridge
 from services.rl_feedback.service import RlFeedback
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 SYMBOL = "ETHUSDT"
 START = int(datetime(2025, 9, 1, tzinfo=UTC).timestamp() * 1000)
 END = int(datetime(2025, 9, 8, tzinfo=UTC).timestamp() * 1000)

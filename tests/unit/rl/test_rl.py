@@ -23,7 +23,7 @@ from quantum.rl.opportunities import Opportunities, from_data
 from quantum.rl.policy import WEIGHTS, PolicyRefused, PolicyRegistry
 from quantum.rl.training import TrainingConfig, train_and_register
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 START = int(datetime(2025, 9, 1, tzinfo=UTC).timestamp() * 1000)
 END = int(datetime(2025, 9, 15, tzinfo=UTC).timestamp() * 1000)
 

@@ -36,7 +36,7 @@ from quantum.replay.data import load_symbol
 from quantum.replay.report import payloads
 from services.ai_engine.service import AiEngine
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 TINY = MemberConfig(tree_rounds=10, tree_depth=3, neural_steps=3, nhits_units=16,
                     patchtst_hidden=16, neural_series_bars=3000)
 

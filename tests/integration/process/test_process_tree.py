@@ -24,7 +24,7 @@ from quantum import localredis
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.process.supervisor import Supervisor
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 QUANTUMCTL = Path(sys.executable).with_name("quantumctl")
 PATIENCE_SECONDS = 60.0  # a hang guard, not a speed assertion
 GRACE_SECONDS = 1.0  # how long a wrongly sent signal is given to arrive

@@ -31,7 +31,7 @@ from quantum.ml.registry import ModelRefused, ModelRegistry
 from quantum.ml.train import TrainConfig, train, walk_forward_report
 from quantum.ml.walkforward import final_split, walk_forward
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 TINY = MemberConfig(tree_rounds=15, tree_depth=3)
 
 

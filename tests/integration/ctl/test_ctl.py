@@ -21,7 +21,7 @@ from quantum.ctl.truth import group_lag
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry import fleet
 
-SAMPLE = str(Path(__file__).resolve().parents[2] / "data" / "sample")
+SAMPLE = str(Path(__file__).resolve().parents[3] / "data" / "sample")
 
 
 @pytest.fixture

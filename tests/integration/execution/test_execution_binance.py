@@ -34,7 +34,7 @@ from quantum.replay.report import payloads
 from quantum.standin.binance_rest import FuturesVenue
 from services.execution.config import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PLAN = ExitPlan(profile="DEFAULT", stop_loss=58_000.0,
                 take_profits=(TakeProfit(price=61_000.0, fraction=0.4),
                               TakeProfit(price=62_000.0, fraction=0.4)), atr=300.0)

@@ -29,7 +29,7 @@ from quantum.features import (
     schema_hash,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "data" / "sample"
 BARS = 3000
 SYMBOLS = ("BTCUSDT", "XRPUSDT")

@@ -12,7 +12,7 @@ from quantum.exits.brain import TrackedPosition
 from quantum.exits.profiles import exit_plan
 from quantum.replay.data import load_symbol
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 
 
 def first_bar(condition: np.ndarray, start: int) -> int | None:

@@ -23,7 +23,7 @@ from quantum.journal.synthetic import round_trips
 from quantum.journal.writer import Journal
 from quantum.observability.heartbeat import heartbeat_key
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCRIPTS = ROOT / "scripts"
 
 

@@ -38,7 +38,7 @@ IN = StreamSpec("test.poison.in", 100_000, "input")
 OUT = StreamSpec("test.poison.out", 100_000, "output")
 GUARD_KEY = "quantum:state:test-guard"
 TYPES = EventTypes()
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @TYPES.register
@@ -157,7 +157,7 @@ def test_arbitrary_bytes_go_to_the_dlq_alone_and_every_valid_entry_is_handled(
 CRASHER = """
 import os, sys, redis
 sys.path[:0] = [{tests!r}, {root!r}]
-from integration.test_bus_poison_and_races import Echo, runner
+from integration.bus.test_bus_poison_and_races import Echo, runner
 class Crasher(Echo):
     def handle(self, event, out):
         if event.payload.value == 13:

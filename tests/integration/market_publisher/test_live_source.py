@@ -30,7 +30,7 @@ from quantum.exchange.venues.binance import market as live
 from quantum.exchange.venues.binance.market import InvalidSymbol, LiveSource
 from quantum.standin.binance_ws import BinanceStandIn
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 INTERVAL = "5m"
 STEP = 300_000

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from tests.integration.test_ai_engine_ensemble import feature_events
+from tests.integration.ai_engine.test_ai_engine_ensemble import feature_events
 
 from quantum.app import subscription
 from quantum.bus.envelope import new_envelope
@@ -40,7 +40,7 @@ from quantum.replay.report import payloads
 from services.clm.config import Settings
 from services.clm.service import Clm
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 TINY = MemberConfig(tree_rounds=15, tree_depth=3)
 
 def ports(client: redis.Redis) -> Any:

@@ -41,7 +41,7 @@ from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import JOURNAL_KEY, PORTFOLIO_KEY
 from quantum.risk import ess, fleetstate
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "var" / "artifacts"
 CONTROL = "control-token-for-tests-0123456789"
 READ = "read-token-for-tests-9876543210"

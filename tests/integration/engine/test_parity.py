@@ -20,7 +20,7 @@ from quantum.ml.registry import ModelRegistry
 from quantum.ml.train import TrainConfig, train
 from quantum.replay.orchestrator import ReplayRequest, run_replay
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TINY = MemberConfig(tree_rounds=10, tree_depth=3, neural_steps=3, nhits_units=16,
                     patchtst_hidden=16, neural_series_bars=3000)

@@ -53,7 +53,7 @@ def replayed(
     """One full-speed replay into the test Redis, kept for the invariant tests."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
-    sample = Path(__file__).resolve().parents[2] / "data" / "sample"
+    sample = Path(__file__).resolve().parents[3] / "data" / "sample"
     report = replay(sample, tmp_path_factory.mktemp("replay"), redis_url, speed=None)
     return report, client
 

@@ -32,7 +32,7 @@ from quantum.reporting.analysis import (
 from quantum.reporting.page import page_html, resample, write_html
 from quantum.reporting.tables import print_report
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 START = 1_756_684_800_000  # 2025-09-01 00:00 UTC, a Monday (ISO week 36)
 STEP = 300_000
 END = START + 2 * 86_400_000 - 1  # the close of the last bar of 2025-09-02
