@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import redis
 import structlog
@@ -125,27 +127,52 @@ def build_runner(
     )
 
 
+@dataclass
+class Started(Generic[S]):
+    """A process that has its settings, logging, metrics and a Redis that answered."""
+
+    settings: S
+    log: Any
+    client: redis.Redis
+    stop: threading.Event  # set by SIGTERM or SIGINT
+
+
+def start(
+    name: str, settings_cls: type[S], check: Callable[[S], None] = lambda _: None
+) -> Started[S] | None:
+    """The start-up every fleet process shares: settings (refused with the key named, and
+    ``check``-ed before anything else happens), JSON logging, the metrics port, SIGTERM and
+    SIGINT, then Redis waited for. None when asked to stop before Redis answered."""
+    spec = service(name)
+    settings = load(settings_cls, known=all_setting_keys())
+    check(settings)
+    log = qlog.configure(name, settings.log_level)
+    client = connect(settings.redis_url)
+    metrics.serve(spec.port if settings.metrics_port == -1 else settings.metrics_port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if not wait_for_redis(client, name, stop.is_set):
+        return None
+    return Started(settings, log, client, stop)
+
+
 def run_service(
     name: str,
     settings_cls: type[S],
     build: Callable[[S, Ports], Service],
     runner: type[Runner] = Runner,
 ) -> None:
-    """The body of every consuming service's ``__main__``: settings (refused with the key
-    named), logging, metrics, Redis (waited for), the service on its ports, the runner."""
-    spec = service(name)
-    settings = load(settings_cls, known=all_setting_keys())
-    log = qlog.configure(name, settings.log_level)
-    client = connect(settings.redis_url)
-    metrics.serve(spec.port if settings.metrics_port == -1 else settings.metrics_port)
-    stopping: list[bool] = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    if not wait_for_redis(client, name, lambda: bool(stopping)):
+    """The body of every consuming service's ``__main__``: :func:`start`, then the service
+    on its ports and the runner."""
+    started = start(name, settings_cls)
+    if started is None:
         return
+    settings, client = started.settings, started.client
     loop = build_runner(name, settings, client, build(settings, ports_for(settings, client)),
                         runner)
     loop.install_signal_handlers()
-    log.info("starting", redis=_redact_url(settings.redis_url))
+    started.log.info("starting", redis=_redact_url(settings.redis_url))
     loop.run()
 
 

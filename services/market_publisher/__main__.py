@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from quantum.app import COMMIT_CHANNEL, connect, wait_for_redis
+from quantum.app import COMMIT_CHANNEL, start, wait_for_redis
 from quantum.bus.runner import bus_unavailable, publish
-from quantum.config import ConfigError, load
-from quantum.observability import logging as qlog
-from quantum.observability import metrics
+from quantum.config import ConfigError
 from quantum.observability.heartbeat import Beacon
-from quantum.registry.fleet import (
-    REPLAY_KEY,
-    all_setting_keys,
-    replay_barrier_pairs,
-    service,
-)
+from quantum.registry.fleet import REPLAY_KEY, replay_barrier_pairs
 from services.market_publisher.config import Settings
 
 NAME = "market-publisher"
@@ -66,21 +57,20 @@ def last_published(client: Any, symbols: list[str], scan: int = 5000) -> dict[st
     return found
 
 
-def main() -> None:
-    settings = load(Settings, known=all_setting_keys())
-    log = qlog.configure(NAME, settings.log_level)
-    spec = service(NAME)
+def _symbols(settings: Settings) -> list[str]:
     symbols = [s.strip().upper() for s in settings.symbols.split(",") if s.strip()]
     if not symbols:
         raise ConfigError("bad setting QT_SYMBOLS: no symbols")
-    client = connect(settings.redis_url)
-    metrics.serve(spec.port if settings.metrics_port == -1 else settings.metrics_port)
-    beacon = Beacon(client, NAME, f"{NAME}-{settings.instance}", settings.heartbeat_ttl_s)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if not wait_for_redis(client, NAME, stop.is_set):
+    return symbols
+
+
+def main() -> None:
+    started = start(NAME, Settings, _symbols)
+    if started is None:
         return
+    settings, log, client, stop = started.settings, started.log, started.client, started.stop
+    symbols = _symbols(settings)
+    beacon = Beacon(client, NAME, f"{NAME}-{settings.instance}", settings.heartbeat_ttl_s)
     beacon.beat(force=True)
     beacon.notifier.ready()
 

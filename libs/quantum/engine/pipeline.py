@@ -124,6 +124,11 @@ def _stage(request: BacktestRequest, source: ReplaySource, connection: Connectio
     # while the cores are taken cost several times what they save (measured: 5x slower).
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = "1"
+    # A spawned child starts with no logging set up: JSON to stderr, warnings and worse, so
+    # stdout stays the caller's (a report, a benchmark's JSON document).
+    from quantum.observability import logging as qlog
+
+    qlog.configure("backtest-signal-stage", "warning")
     try:
         _run_stage(request, source, connection)
     except BaseException as e:  # noqa: BLE001  (everything goes back to the parent, in a line)
