@@ -12,17 +12,17 @@ service handled again.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from bench import _matrix
+from bench._matrix import Outcome, Scenario
 from quantum import localredis
 from quantum.app import build_runner, build_service
 from quantum.bus.envelope import new_envelope
@@ -36,22 +36,6 @@ from services.execution.config import Settings
 
 PRICE = 100.0
 PATIENCE_S = 60.0
-
-
-@dataclass
-class Outcome:
-    fault: str
-    tried: int = 1
-    survived: bool = False
-    orders_lost: int = 0
-    orders_duplicated: int = 0
-    entries_dead_lettered_wrongly: int = 0
-    refused_entries_filled: int = 0
-    seconds_to_recover: float | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _symbol(i: int) -> str:
@@ -330,19 +314,11 @@ def ess_trip_queued(work: Path, quick: bool) -> Outcome:
     return out
 
 
-SCENARIOS: tuple[Callable[[Path, bool], Outcome], ...] = (
+SCENARIOS: tuple[Scenario, ...] = (
     restart_empty, restart_persistent, redis_down, client_pause, poison, two_instances,
     ess_trip_queued,
 )
 
 
 def run_matrix(quick: bool) -> list[dict[str, Any]]:
-    rows = []
-    for scenario in SCENARIOS:
-        with tempfile.TemporaryDirectory(prefix="quantum-faults-") as tmp:
-            try:
-                rows.append(scenario(Path(tmp), quick).as_dict())
-            except Exception as e:  # noqa: BLE001  (a scenario that breaks is a figure too)
-                rows.append(Outcome(scenario.__name__, survived=False,
-                                    notes=[f"scenario failed: {e!r}"]).as_dict())
-    return rows
+    return _matrix.run_matrix(SCENARIOS, quick, "quantum-faults-")

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from typing import Any
 import orjson
 import redis
 
+from bench import _matrix
+from bench._matrix import Outcome, Scenario
 from quantum import localredis
 from quantum.bus.envelope import new_envelope
 from quantum.bus.runner import publish
@@ -82,23 +83,6 @@ def until(condition: Callable[[], Any], patience: float = PATIENCE_S,
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
-
-
-@dataclass
-class Outcome:
-    fault: str
-    tried: int = 1
-    survived: bool = False
-    orders_lost: int = 0
-    orders_duplicated: int = 0
-    entries_dead_lettered_wrongly: int = 0
-    refused_entries_filled: int = 0
-    seconds_to_recover: float | None = None
-    notes: list[str] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)  # what the tests assert on
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -775,25 +759,14 @@ def ess_trip_queued(work: Path, quick: bool) -> Outcome:
     return out
 
 
-SCENARIOS: tuple[Callable[[Path, bool], Outcome], ...] = (
+SCENARIOS: tuple[Scenario, ...] = (
     restart_empty, restart_persistent, redis_down, client_pause, poison, two_instances,
     ess_trip_queued,
 )
 
 
 def run_matrix(quick: bool) -> list[dict[str, Any]]:
-    rows = []
-    for scenario in SCENARIOS:
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="quantum-fleet-faults-") as tmp:
-            try:
-                row = scenario(Path(tmp), quick).as_dict()
-            except Exception as e:  # noqa: BLE001  (a scenario that breaks is a figure too)
-                row = Outcome(scenario.__name__, survived=False,
-                              notes=[f"scenario failed: {e!r}"]).as_dict()
-        row["scenario_seconds"] = round(time.monotonic() - started, 1)
-        rows.append(row)
-    return rows
+    return _matrix.run_matrix(SCENARIOS, quick, "quantum-fleet-faults-")
 
 
 def _order(entry_id: str) -> tuple[int, int]:

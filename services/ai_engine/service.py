@@ -102,7 +102,6 @@ class AiEngine(ServiceBase):
                  model_version: str = "", drift_window: int = 500, drift_every: int = 100,
                  drift_threshold: float = 0.25, ports: Ports) -> None:
         self.state = ports.state
-        self.clock = ports.clock
         self.min_confidence = min_confidence
         self.supervisor = BiasSupervisor(bias_window, bias_threshold)
         self.model_kind = model

@@ -80,7 +80,6 @@ class RiskGovernor(ServiceBase):
     def _reset_state(self) -> None:
         self.pending: dict[str, Approval] = {}
         self.last_approval_ms: dict[str, int] = {}
-        self.latest_event_ms = 0
         self.drawdown = DrawdownEvaluator()
         self.errors = ExecutionErrorsEvaluator()
         self.announced_trips = 0
@@ -100,8 +99,7 @@ class RiskGovernor(ServiceBase):
         state = orjson.loads(raw)
         self.pending = {k: Approval(**v) for k, v in state["pending"].items()}
         self.last_approval_ms = state["last_approval_ms"]
-        self.latest_event_ms = state["latest_event_ms"]
-        self.clock.observe(self.latest_event_ms)
+        self.clock.observe(state["latest_event_ms"])
         self.drawdown = DrawdownEvaluator(**state["drawdown"])
         self.errors = ExecutionErrorsEvaluator(**state["errors"])
         self.announced_trips = state["announced_trips"]
@@ -172,7 +170,6 @@ class RiskGovernor(ServiceBase):
     # --- handlers -------------------------------------------------------------------------
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
-        self.latest_event_ms = max(self.latest_event_ms, event.ts)
         payload = event.payload
         if isinstance(payload, Plan):
             self._decide(event, payload, out)
@@ -268,7 +265,7 @@ class RiskGovernor(ServiceBase):
             return
         portfolio = self.portfolio()
         if portfolio is not None:
-            self.latest_event_ms = max(self.latest_event_ms, portfolio.ts)
+            self.clock.observe(portfolio.ts)
             self._observe_equity(portfolio, None, out)  # live: equity every second
         policy = self.policies.refresh().risk
         if now - self.started_wall >= policy.ess_heartbeat_grace_seconds:
@@ -291,7 +288,7 @@ class RiskGovernor(ServiceBase):
             {
                 "pending": {k: vars(a) for k, a in self.pending.items()},
                 "last_approval_ms": self.last_approval_ms,
-                "latest_event_ms": self.latest_event_ms,
+                "latest_event_ms": self.clock.latest_ms,
                 "drawdown": vars(self.drawdown),
                 "errors": vars(self.errors),
                 "announced_trips": self.announced_trips,

@@ -121,13 +121,32 @@ def _key_figures(report_document: dict[str, Any]) -> list[tuple[str, Any]]:
     return figures
 
 
+DataDir = Annotated[Path, typer.Option("--data", help="Directory of <SYMBOL>-5m.csv.gz files.")]
+Symbols = Annotated[str, typer.Option("--symbols", help="Comma-separated: BTCUSDT,ETHUSDT.")]
+ReportPath = Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")]
+Start = Annotated[str | None, typer.Option("--start", help="ISO date or time (UTC).")]
+End = Annotated[str | None, typer.Option("--end", help="ISO date or time (UTC).")]
+
+
+def parse_range(data: Path, symbols: str, start: str | None, end: str | None
+                ) -> tuple[tuple[str, ...], datetime | None, datetime | None]:
+    """What ``replay`` and ``backtest`` both take: symbols with their files in ``data``, and
+    a range whose end is after its start."""
+    symbol_list = parse_symbols(symbols)
+    start_time, end_time = parse_time(start, "--start"), parse_time(end, "--end")
+    if start_time and end_time and end_time <= start_time:
+        raise ArgumentError(f"--end {end!r} must be after --start {start!r}")
+    check_data_dir(data, symbol_list)
+    return symbol_list, start_time, end_time
+
+
 @app.command()
 def replay(
-    data: Annotated[Path, typer.Option("--data", help="Directory of <SYMBOL>-5m.csv.gz files.")],
-    symbols: Annotated[str, typer.Option("--symbols", help="Comma-separated: BTCUSDT,ETHUSDT.")],
-    report_path: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
-    start: Annotated[str | None, typer.Option("--start", help="ISO date or time (UTC).")] = None,
-    end: Annotated[str | None, typer.Option("--end", help="ISO date or time (UTC).")] = None,
+    data: DataDir,
+    symbols: Symbols,
+    report_path: ReportPath,
+    start: Start = None,
+    end: End = None,
     speed: Annotated[str, typer.Option("--speed", help="'max' or a multiple of real time.")]
     = "max",
     redis_url: Annotated[str | None, typer.Option(
@@ -135,12 +154,8 @@ def replay(
     )] = None,
 ) -> None:
     """Run the fleet over historical klines with the paper exchange; write a report."""
-    symbol_list = parse_symbols(symbols)
     request_speed = parse_speed(speed)
-    start_time, end_time = parse_time(start, "--start"), parse_time(end, "--end")
-    if start_time and end_time and end_time <= start_time:
-        raise ArgumentError(f"--end {end!r} must be after --start {start!r}")
-    check_data_dir(data, symbol_list)
+    symbol_list, start_time, end_time = parse_range(data, symbols, start, end)
     try:
         from quantum.replay.orchestrator import ReplayRequest, run_replay
     except ImportError as e:
@@ -207,11 +222,11 @@ def parse_assignments(values: Sequence[str]) -> tuple[tuple[tuple[str, str], ...
 
 @app.command()
 def backtest(
-    data: Annotated[Path, typer.Option("--data", help="Directory of <SYMBOL>-5m.csv.gz files.")],
-    symbols: Annotated[str, typer.Option("--symbols", help="Comma-separated: BTCUSDT,ETHUSDT.")],
-    report_path: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
-    start: Annotated[str | None, typer.Option("--start", help="ISO date or time (UTC).")] = None,
-    end: Annotated[str | None, typer.Option("--end", help="ISO date or time (UTC).")] = None,
+    data: DataDir,
+    symbols: Symbols,
+    report_path: ReportPath,
+    start: Start = None,
+    end: End = None,
     model: Annotated[str, typer.Option(
         "--model", help="baseline, ensemble (the registry's active one) or a version.",
     )] = "baseline",
@@ -221,13 +236,9 @@ def backtest(
     )] = None,
 ) -> None:
     """The replay's services in one process (no Redis): the same trades, much faster."""
-    symbol_list = parse_symbols(symbols)
-    start_time, end_time = parse_time(start, "--start"), parse_time(end, "--end")
-    if start_time and end_time and end_time <= start_time:
-        raise ArgumentError(f"--end {end!r} must be after --start {start!r}")
     if not model.strip():
         raise ArgumentError("--model must be baseline, ensemble or a model version")
-    check_data_dir(data, symbol_list)
+    symbol_list, start_time, end_time = parse_range(data, symbols, start, end)
     settings, overrides = parse_assignments(assignments or [])
     from quantum.engine.backtest import BacktestError, BacktestRequest, run_backtest
 

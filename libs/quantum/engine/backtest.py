@@ -42,8 +42,14 @@ from quantum.registry.fleet import (
 )
 from quantum.replay import report as reporting
 from quantum.replay.data import SymbolData
-from quantum.replay.orchestrator import INITIAL_BALANCE, PUBLISHER, ReplayError, check_inputs
-from quantum.risk import ess, policy
+from quantum.replay.orchestrator import (
+    INITIAL_BALANCE,
+    PUBLISHER,
+    ReplayError,
+    check_inputs,
+    event_clock_settings,
+)
+from quantum.risk import ess, fleetstate, policy
 
 MODELS = ("baseline", "ensemble")
 
@@ -66,16 +72,10 @@ class BacktestError(RuntimeError):
 
 
 def service_settings(request: BacktestRequest) -> dict[str, str]:
-    """The environment every service gets: the replay's (event clock, replay source, the
-    data and range), the model, then the caller's ``--set`` keys."""
-    env = {
-        "QT_CLOCK": "event",
-        "QT_SOURCE": "replay",
-        "QT_DATA_DIR": str(request.data_dir.resolve()),
-        "QT_SYMBOLS": ",".join(request.symbols),
-        "QT_INITIAL_BALANCE": repr(request.initial_balance),
-        "QT_CLAIM_IDLE_MS": "2000",
-    }
+    """The settings every service gets: the replay's (event clock, replay source, the data
+    and range, the wallet), the model, then the caller's ``--set`` keys."""
+    env = event_clock_settings(request.data_dir, request.symbols, request.start, request.end,
+                               request.initial_balance)
     if request.model in MODELS:
         env["QT_MODEL"] = request.model
     else:
@@ -90,7 +90,7 @@ def service_settings(request: BacktestRequest) -> dict[str, str]:
 
 def _settings(spec: Any, env: dict[str, str]) -> Any:
     cls = settings_class(spec)
-    fields = {name for name in cls.model_fields}
+    fields = set(cls.model_fields)
     values = {k.removeprefix("QT_").lower(): v for k, v in env.items()}
     try:
         return cls(**{k: v for k, v in values.items() if k in fields})
@@ -104,8 +104,7 @@ def _settings(spec: Any, env: dict[str, str]) -> Any:
 
 def seed(bus: MemoryBus, request: BacktestRequest) -> None:
     """What ``quantumctl init`` and the replay's policy write leave in a new Redis."""
-    bus.set(FLEET_KEY, {"epoch": "backtest", "created_at": 0, "by": "backtest",
-                        "after_loss": False})
+    bus.set(FLEET_KEY, fleetstate.Epoch("backtest", 0, "backtest").document())
     bus.set(ESS_KEY, ess.CLEAR.model_dump_json().encode())
     changes = {"universe.symbols": list(request.symbols), **dict(request.policy)}
     try:
@@ -117,8 +116,8 @@ def seed(bus: MemoryBus, request: BacktestRequest) -> None:
     bus.lists[POLICY_HISTORY_KEY] = [orjson.dumps(entry)]
 
 
-def build_engine(request: BacktestRequest, names: Callable[[str], bool] = lambda _: True,
-                 batch_size: int = 100) -> Engine:
+def build_engine(request: BacktestRequest, names: Callable[[str], bool] = lambda _: True
+                 ) -> Engine:
     """The replay services of the registry that ``names`` accepts (the publisher is the
     engine's own loop)."""
     env = service_settings(request)
@@ -126,7 +125,7 @@ def build_engine(request: BacktestRequest, names: Callable[[str], bool] = lambda
     bus.record(TRADE_CLOSED)
     bus.record(PORTFOLIO_STATE)
     seed(bus, request)
-    engine = Engine(bus, batch_size=batch_size)
+    engine = Engine(bus)
     for spec in SERVICES:
         if not spec.replay or spec.name == PUBLISHER or not names(spec.name):
             continue

@@ -10,6 +10,7 @@ to publish to a stream a service does not declare here.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,10 +261,10 @@ def service(name: str) -> ServiceSpec:
         raise KeyError(f"unknown service {name!r}; the registry has: {known}") from None
 
 
-def producers() -> dict[str, str]:
-    """Stream name → its one producer."""
+def producers(services: Sequence[ServiceSpec] = SERVICES) -> dict[str, str]:
+    """Stream name → its one producer; ValueError when two services produce one stream."""
     out: dict[str, str] = {}
-    for spec in SERVICES:
+    for spec in services:
         for stream in spec.produces:
             if stream.name in out:
                 raise ValueError(
@@ -273,10 +274,10 @@ def producers() -> dict[str, str]:
     return out
 
 
-def consumer_groups() -> dict[str, tuple[str, ...]]:
-    """Stream name → the consumer groups declared on it."""
+def consumer_groups(services: Sequence[ServiceSpec] = SERVICES) -> dict[str, tuple[str, ...]]:
+    """Stream name → the consumer groups declared on it, in registry order."""
     out: dict[str, list[str]] = {}
-    for spec in SERVICES:
+    for spec in services:
         for stream in spec.consumes:
             out.setdefault(stream.name, []).append(spec.group)
     return {k: tuple(v) for k, v in out.items()}

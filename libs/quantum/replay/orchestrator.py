@@ -110,20 +110,31 @@ def check_inputs(
     return total
 
 
+def event_clock_settings(data_dir: Path, symbols: tuple[str, ...], start: datetime | None,
+                         end: datetime | None, initial_balance: float) -> dict[str, str]:
+    """The settings every service of a replay runs with — the event clock, the replay
+    source over these files and this range, the paper wallet — on the fleet and in the
+    in-process backtest alike (the parity of the two starts here)."""
+    return {
+        "QT_CLOCK": "event",
+        "QT_SOURCE": "replay",
+        "QT_DATA_DIR": str(data_dir.resolve()),
+        "QT_SYMBOLS": ",".join(symbols),
+        "QT_REPLAY_START": _iso(start),
+        "QT_REPLAY_END": _iso(end),
+        "QT_INITIAL_BALANCE": repr(initial_balance),
+    }
+
+
 def _service_env(request: ReplayRequest, redis_url: str) -> dict[str, str]:
     env = {
         "QT_REDIS_URL": redis_url,
-        "QT_CLOCK": "event",
         "QT_METRICS_PORT": "0",
         "QT_LOG_LEVEL": "warning",
         "QT_CLAIM_IDLE_MS": "2000",
-        "QT_SOURCE": "replay",
-        "QT_DATA_DIR": str(request.data_dir.resolve()),
-        "QT_SYMBOLS": ",".join(request.symbols),
-        "QT_REPLAY_START": _iso(request.start),
-        "QT_REPLAY_END": _iso(request.end),
         "QT_REPLAY_SPEED": "max" if request.speed is None else repr(request.speed),
-        "QT_INITIAL_BALANCE": repr(request.initial_balance),
+        **event_clock_settings(request.data_dir, request.symbols, request.start, request.end,
+                               request.initial_balance),
     }
     env.update(dict(request.settings))
     return env

@@ -110,28 +110,29 @@ def _update(client: redis.Redis, change: Any) -> tuple[EssState, EssState]:
                 continue
 
 
+def _trip_of(old: EssState, reason: str, by: str, evaluator: str, at: int) -> EssState | None:
+    """``old`` tripped, or None when it is a trip already (a trip keeps its first reason).
+    :data:`UNKNOWN` (a missing or unreadable key) is tripped from a clear state."""
+    if old.tripped and old is not UNKNOWN:
+        return None
+    return (CLEAR if old is UNKNOWN else old).model_copy(update={
+        "tripped": True, "reason": reason, "evaluator": evaluator, "tripped_at": at, "by": by,
+        "trips": old.trips + 1,
+    })
+
+
 def tripped(
     raw: bytes | None, reason: str, by: str, *, evaluator: str, at: int
 ) -> tuple[EssState, dict[str, Any] | None]:
     """The ESS after a trip on the stored value ``raw``, and the audit entry of the trip
-    (None when it was tripped already: a trip keeps its first reason). Pure, so a service
-    can commit the trip through its outbox (:meth:`Outbox.compare_and_set`)."""
+    (None when it was tripped already). Pure, so a service can commit the trip through its
+    outbox (:meth:`Outbox.compare_and_set`)."""
     found = stored(raw)
     old = found if found is not None else UNKNOWN
-    if old.tripped and found is not None:
+    new = _trip_of(old, reason, by, evaluator, at)
+    if new is None:
         return old, None
-    new = (CLEAR if found is None else old).model_copy(
-        update={
-            "tripped": True,
-            "reason": reason,
-            "evaluator": evaluator,
-            "tripped_at": at,
-            "by": by,
-            "trips": old.trips + 1,
-        }
-    )
-    entry = {"action": "trip", "by": by, "reason": reason, "at": at, "evaluator": evaluator}
-    return new, entry
+    return new, {"action": "trip", "by": by, "reason": reason, "at": at, "evaluator": evaluator}
 
 
 def trip(
@@ -141,18 +142,9 @@ def trip(
     when = at if at is not None else int(time.time() * 1000)
 
     def change(old: EssState) -> Any:
-        if old.tripped and old is not UNKNOWN:
+        new = _trip_of(old, reason, by, evaluator, when)
+        if new is None:
             return old, None, by, reason, when, {}
-        new = (CLEAR if old is UNKNOWN else old).model_copy(
-            update={
-                "tripped": True,
-                "reason": reason,
-                "evaluator": evaluator,
-                "tripped_at": when,
-                "by": by,
-                "trips": old.trips + 1,
-            }
-        )
         return new, "trip", by, reason, when, {"evaluator": evaluator}
 
     return _update(client, change)[1]

@@ -54,7 +54,7 @@ from quantum.registry.generate.common import (
     WATCHDOG_SECONDS,
     GenerationError,
 )
-from quantum.registry.generate.docs_common import groups_on, producers_of
+from quantum.registry.generate.docs_common import producers_of
 from quantum.registry.generate.docs_fields import describe_type
 from quantum.registry.generate.docs_services import render_services_doc
 from quantum.registry.generate.docs_streams import render_streams_doc
@@ -100,7 +100,6 @@ __all__ = [
     "attribute_docs",
     "check",
     "describe_type",
-    "groups_on",
     "main",
     "producers_of",
     "render",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from quantum.registry.fleet import ServiceSpec
+from quantum.registry.fleet import ServiceSpec, producers
 from quantum.registry.generate.common import GenerationError
 
 
@@ -27,22 +27,9 @@ def anchor(heading: str) -> str:
 
 
 def producers_of(services: Sequence[ServiceSpec]) -> dict[str, str]:
-    """Stream → its producer; ``GenerationError`` when two services produce one stream."""
-    out: dict[str, str] = {}
-    for spec in services:
-        for stream in spec.produces:
-            if stream.name in out:
-                raise GenerationError(
-                    f"stream {stream.name} has two producers: {out[stream.name]}, {spec.name}"
-                )
-            out[stream.name] = spec.name
-    return out
-
-
-def groups_on(services: Sequence[ServiceSpec]) -> dict[str, tuple[str, ...]]:
-    """Stream → the consumer groups on it, in registry order."""
-    out: dict[str, list[str]] = {}
-    for spec in services:
-        for stream in spec.consumes:
-            out.setdefault(stream.name, []).append(spec.group)
-    return {name: tuple(groups) for name, groups in out.items()}
+    """The registry's :func:`~quantum.registry.fleet.producers`, its refusal of a stream with
+    two producers turned into a :class:`GenerationError` (one line from the generator)."""
+    try:
+        return producers(services)
+    except ValueError as e:
+        raise GenerationError(str(e)) from None

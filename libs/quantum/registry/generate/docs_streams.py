@@ -19,9 +19,9 @@ from quantum.bus.streams import StreamSpec
 from quantum.contracts.events import EVENT_TYPES
 from quantum.contracts.routing import DEAD_LETTER_FIELDS, DEAD_LETTER_TYPE, STREAM_EVENTS
 from quantum.contracts.streams import CATALOGUE
-from quantum.registry.fleet import ServiceSpec
+from quantum.registry.fleet import ServiceSpec, consumer_groups
 from quantum.registry.generate.common import DO_NOT_EDIT, GENERATED_BY
-from quantum.registry.generate.docs_common import anchor, groups_on, producers_of
+from quantum.registry.generate.docs_common import anchor, producers_of
 from quantum.registry.generate.docs_fields import doc_first_paragraph, field_rows, nested_models
 
 
@@ -45,7 +45,7 @@ class _Topology:
 def render_streams_doc(services: Sequence[ServiceSpec]) -> str:
     topology = _Topology(
         producer_of=producers_of(services),
-        groups_of=groups_on(services),
+        groups_of=consumer_groups(services),
         consumers=[spec.name for spec in services if spec.consumes],
     )
     lines = [
