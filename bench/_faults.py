@@ -716,9 +716,10 @@ def two_instances(work: Path, quick: bool) -> Outcome:
             fleet.signal(service_name, 0, signal.SIGCONT)
         fleet.fill(plans, patience=60)
         after = _recover(fleet, out, since, "z")
-        # The resumed instances' commits land (or are refused) within a few turns.
+        # The resumed instances' commits land (or are refused) within a few turns; on a
+        # loaded machine a resumed process may take a while to be scheduled and log it.
         until(lambda: all(fleet.refusals().get(f"{n}-0:NOTOWNER") for n in
-                          ("apply-layer", "execution")), 10)
+                          ("apply-layer", "execution")), PATIENCE_S)
         out.facts["refusals"] = fleet.refusals()
         out.facts["plans"] = len(plans)
         out.notes.append(
