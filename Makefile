@@ -8,7 +8,7 @@ DATA   ?= data/sample
 REPORT ?= reports/replay.json
 START  ?= 2025-10-10T00:00:00Z   # the last three weeks of the sample; START= replays it all
 
-.PHONY: install run test bench lint generate clean
+.PHONY: install run test test-systemd bench lint generate clean
 
 install: $(STAMP)
 
@@ -30,6 +30,15 @@ run: install
 
 test: install
 	$(VENV)/bin/pytest -q
+
+## The fleet under a real systemd: a booted bookworm container (root, systemd-nspawn,
+## mmdebstrap; tests/systemd/test_fleet_under_systemd.py). QT_TEST_SYSTEMD_LIVE_SECONDS=600
+## watches the live publisher with no route for the full ten minutes.
+test-systemd: install
+	@command -v systemd-nspawn >/dev/null && command -v mmdebstrap >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		  { apt-get update -q >/dev/null; apt-get install -y -q systemd-container mmdebstrap >/dev/null; }; } || true
+	QT_TEST_SYSTEMD=1 $(VENV)/bin/pytest -q -s tests/systemd
 
 bench: install
 	$(PY) -m bench

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Back up the trade journal and the model registry into one timestamped directory.
+# Back up the trade journal, the model registry and the fleet's state into one directory.
 #
 #   scripts/backup.sh [--out DIR] [--database-url URL] [--models DIR] [--redis-url URL]
 #
 # Journal: SQLite is copied with SQLite's online backup API (consistent while the journal
 # writes; no service stop needed) and integrity-checked; PostgreSQL is dumped with
-# `pg_dump --format=custom`. Models: a tar of the models directory. Redis (optional, with
-# --redis-url): an RDB snapshot via `redis-cli --rdb`, for the state keys (ESS, policy,
-# portfolio). A manifest (what, when, schema revision) and SHA-256 sums are written last, so a
+# `pg_dump --format=custom`. Models: a tar of the models directory. Fleet state (with
+# --redis-url or QT_REDIS_URL): the state keys the registry declares — ESS and its audit,
+# policy and its history, portfolio, execution book, every service's state — as
+# state.json (python -m quantum.ctl.statebackup), not the whole Redis. A manifest (what, when, schema revision) and SHA-256 sums are written last, so a
 # directory without SHA256SUMS is an interrupted backup. Restore with scripts/restore.sh.
 set -euo pipefail
 
@@ -17,7 +18,7 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 OUT=""
 DATABASE_URL="${QT_DATABASE_URL:-}"
 MODELS="$ROOT/models"
-REDIS_URL=""
+REDIS_URL="${QT_REDIS_URL:-}"
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --database-url) DATABASE_URL="$2"; shift 2 ;;
     --models) MODELS="$2"; shift 2 ;;
     --redis-url) REDIS_URL="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "backup: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -63,8 +64,9 @@ if [ -d "$MODELS" ]; then
   tar -czf "$OUT/models.tar.gz" -C "$(dirname "$MODELS")" "$(basename "$MODELS")"
 fi
 if [ -n "$REDIS_URL" ]; then
-  echo "backup: redis snapshot"
-  redis-cli -u "$REDIS_URL" --rdb "$OUT/redis.rdb" >/dev/null
+  echo "backup: fleet state $("$PYTHON" -m quantum.ctl.statebackup dump "$OUT/state.json" --redis-url "$REDIS_URL")"
+else
+  echo "backup: no --redis-url (or QT_REDIS_URL): the fleet state is not in this backup" >&2
 fi
 
 "$PYTHON" - "$OUT" "$BACKEND" "$REVISION" "$STAMP" <<'PY'

@@ -3,13 +3,14 @@
 #
 #   scripts/restore.sh BACKUP_DIR [--database-url URL] [--models DIR] [--redis-url URL] [--force]
 #
-# Checks the SHA-256 sums first. Refuses while the journal service has a heartbeat (stop it
-# first: `systemctl stop quantum-journal quantum-dashboard-api`, or `quantumctl down`) unless
-# --force. SQLite: the current file is kept beside it as *.before-restore-<time>; PostgreSQL:
+# Checks the SHA-256 sums first. Refuses while any fleet service has a heartbeat (stop the
+# fleet first: `systemctl stop quantum-trader.target`, or `quantumctl down`) unless --force.
+# SQLite: the current file is kept beside it as *.before-restore-<time>; PostgreSQL:
 # `pg_restore --clean --if-exists` into the configured database. Models: the current
 # directory is moved aside the same way. Finally the journal schema is migrated to head, so
-# an older backup opens with today's code. The Redis snapshot is not loaded automatically:
-# docs/RUNBOOK.md says how (it replaces every key).
+# an older backup opens with today's code. Fleet state (state.json, when the backup has it):
+# the registry's declared state keys are replaced by the backup's in one transaction (ESS,
+# policy and its history, portfolio, execution book …); nothing else in Redis is touched.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -37,17 +38,13 @@ SOURCE="$(cd "$SOURCE" && pwd)"
 (cd "$SOURCE" && sha256sum --check --quiet SHA256SUMS) || { echo "restore: checksum mismatch" >&2; exit 1; }
 cd "$ROOT"
 
+if [ -f "$SOURCE/state.json" ] && ! "$PYTHON" -m quantum.ctl.statebackup live --redis-url "$REDIS_URL" >/dev/null; then
+  echo "restore: the backup holds fleet state but Redis (--redis-url) does not answer" >&2; exit 1
+fi
 if [ "$FORCE" -eq 0 ]; then
-  ALIVE="$("$PYTHON" - "$REDIS_URL" <<'PY'
-import sys, redis
-try:
-    print(int(redis.Redis.from_url(sys.argv[1], socket_connect_timeout=2).exists("quantum:heartbeat:journal")))
-except redis.RedisError:
-    print(0)
-PY
-)"
-  if [ "$ALIVE" = "1" ]; then
-    echo "restore: the journal service is running; stop it first (or --force)" >&2; exit 1
+  ALIVE="$("$PYTHON" -m quantum.ctl.statebackup live --redis-url "$REDIS_URL" 2>/dev/null | paste -sd, -)" || ALIVE=""
+  if [ -n "$ALIVE" ]; then
+    echo "restore: the fleet is running ($ALIVE have a heartbeat); stop it first (or --force)" >&2; exit 1
   fi
 fi
 
@@ -81,4 +78,7 @@ if [ -f "$SOURCE/models.tar.gz" ]; then
   tar -xzf "$SOURCE/models.tar.gz" -C "$MODELS" --strip-components=1
   echo "restore: models -> $MODELS"
 fi
-echo "restore: done; start the journal again and check: quantumctl status"
+if [ -f "$SOURCE/state.json" ]; then
+  echo "restore: fleet state $("$PYTHON" -m quantum.ctl.statebackup load "$SOURCE/state.json" --redis-url "$REDIS_URL")"
+fi
+echo "restore: done; start the fleet again and check: quantumctl status"

@@ -19,6 +19,17 @@ ENV_PREFIX = "QT_"
 EXTERNAL_KEYS = {"QT_TEST_REDIS_URL", "QT_STATE_DIR"}  # read by tools, not by services
 
 
+def _config_error_line(message: str) -> str:
+    """``configuration error: <message>``; a JSON object under systemd (``INVOCATION_ID``
+    or ``NOTIFY_SOCKET`` set), whose journal holds nothing but JSON lines."""
+    if os.environ.get("INVOCATION_ID") or os.environ.get("NOTIFY_SOCKET"):
+        import json
+
+        return json.dumps({"event": "configuration_error", "level": "error",
+                           "error": f"configuration error: {message}"})
+    return f"configuration error: {message}"
+
+
 class ConfigError(SystemExit):
     """Refuses to start: the message names the offending key, printed on stderr as one line.
     Exit code 78 (EX_CONFIG), which neither systemd nor the supervisor restarts."""
@@ -31,7 +42,7 @@ class ConfigError(SystemExit):
         # A SystemExit with a numeric code prints nothing; an operator reading journalctl
         # must see which key is wrong, so the one line goes to stderr here, once.
         with contextlib.suppress(OSError, ValueError):  # a closed stderr must not mask it
-            print(f"configuration error: {message}", file=sys.stderr, flush=True)
+            print(_config_error_line(message), file=sys.stderr, flush=True)
 
     def __str__(self) -> str:
         return self.message

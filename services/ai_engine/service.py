@@ -15,15 +15,16 @@ With the ensemble, an event for which fewer than the quorum of members can vote 
 missing or corrupt, or a symbol's 64-bar window not yet full) gets no signal at all; health
 (the state key, metrics, ``ai.supervisor`` events) says why. Nothing stands in for a member.
 
-The supervisor watches direction bias (more than ``bias_threshold`` of the last
-``bias_window`` directional signals one way blocks new intents and emits an event) and
+The supervisor watches direction bias (:mod:`quantum.models.supervision`: new intents are
+blocked when the recent directional signals lean one way further than the market's realised
+moves over the same signals' horizons explain, and an event says both shares and why) and
 feature drift (PSI of recent vectors against the model's training distribution).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,14 +49,31 @@ from quantum.contracts.streams import AI_DECISION, AI_SIGNAL, AI_SUPERVISOR, TRA
 from quantum.features import FEATURE_NAMES
 from quantum.models.baseline import BaselineMomentum, Prediction
 from quantum.models.ensemble import ReturnWindows, Row
+from quantum.models.momentum import MomentumRule
+from quantum.models.supervision import BiasRule, BiasSupervisor, BiasVerdict
 from quantum.registry.fleet import AI_ENGINE_KEY
+from quantum.risk.costs import CostModel
+from quantum.risk.policy import PolicyCache
+
+REGISTRY_KINDS = ("ensemble", "edge")  # models served from a registry version
+BAR_SECONDS = 300
+FUNDING_FEATURE = "funding_rate"  # the last settled funding rate, when the set has it
 
 NAME = "ai-engine"
 
 SIGNALS = Counter("quantum_ai_signals_total", "Predictions made", ["direction"])
 INTENTS = Counter("quantum_ai_intents_total", "Trade intents emitted", ["side"])
 BLOCKED = Counter("quantum_ai_blocked_total", "Intents blocked by the supervisor", ["reason"])
-BIAS = Gauge("quantum_ai_direction_bias", "Share of LONG among recent directional signals")
+BIAS = Gauge("quantum_ai_direction_bias", "Direction shares over the supervisor's window: "
+             "share=model (LONG among the signals), share=market (up-moves of their symbols "
+             "over the signals' horizons)", ["share"])
+BIAS_BLOCKED = Gauge("quantum_ai_direction_bias_blocked",
+                     "1 while the supervisor blocks intents: the model's lean is not explained "
+                     "by the market", ["reason"])
+for _share in ("model", "market"):
+    BIAS.labels(_share).set(0.5)  # exported from the start: no lean known yet
+for _reason in ("not_explained_by_market", "market_unknown"):
+    BIAS_BLOCKED.labels(_reason).set(0)
 NO_QUORUM = Counter("quantum_ai_no_quorum_total",
                     "Feature events with no prediction: fewer members than the quorum")
 MEMBER_LOADED = Gauge("quantum_ai_member_loaded", "1 when an ensemble member is loaded",
@@ -70,47 +88,32 @@ SWAPS = Counter("quantum_ai_model_swaps_total", "Model swaps", ["outcome"])
 log = structlog.get_logger(service=NAME)
 
 
-class BiasSupervisor:
-    def __init__(self, window: int, threshold: float) -> None:
-        self.window = window
-        self.threshold = threshold
-        self.recent: deque[str] = deque(maxlen=window)
-
-    def observe(self, direction: str) -> None:
-        if direction in ("LONG", "SHORT"):
-            self.recent.append(direction)
-            BIAS.set(self.share_long())
-
-    def share_long(self) -> float:
-        return self.recent.count("LONG") / len(self.recent) if self.recent else 0.5
-
-    def blocked(self) -> str | None:
-        if len(self.recent) < self.window:
-            return None
-        share = self.share_long()
-        if max(share, 1 - share) > self.threshold:
-            side = "LONG" if share > 0.5 else "SHORT"
-            return f"direction_bias:{side}:{max(share, 1 - share):.2f}"
-        return None
-
-
 class AiEngine(ServiceBase):
     name = NAME
 
     def __init__(self, min_confidence: float, bias_window: int, bias_threshold: float, *,
                  model: str = "baseline", models_dir: Path | None = None,
                  model_version: str = "", drift_window: int = 500, drift_every: int = 100,
-                 drift_threshold: float = 0.25, ports: Ports) -> None:
+                 drift_threshold: float = 0.25, bias_rule: BiasRule | None = None,
+                 momentum_lookback: int = 48, momentum_hold: int | None = None,
+                 costs: CostModel | None = None,
+                 ports: Ports) -> None:
         self.state = ports.state
         self.min_confidence = min_confidence
-        self.supervisor = BiasSupervisor(bias_window, bias_threshold)
+        self.supervisor = BiasSupervisor(bias_rule or BiasRule(bias_window, bias_threshold))
         self.model_kind = model
         self.models_dir = Path(models_dir or "models")
         self.configured_version = model_version
         self.drift_window = drift_window
         self.drift_every = drift_every
         self.drift_threshold = drift_threshold
-        self.predictor: Any = BaselineMomentum() if model == "baseline" else None
+        self.predictor: Any = (
+            BaselineMomentum() if model == "baseline" else
+            MomentumRule(momentum_lookback, momentum_hold) if model == "momentum" else None)
+        self.costs = costs or CostModel()
+        self.policies = PolicyCache(ports.state)
+        if self.predictor is not None:  # the baseline serves from the start (issue 14)
+            MODEL_LOADED.set(1)
         self.load_error: str | None = None
         self.drift: Any = None
         self.windows = ReturnWindows()
@@ -128,6 +131,13 @@ class AiEngine(ServiceBase):
                    model=settings.model, models_dir=Path(settings.models_dir),
                    model_version=settings.model_version, drift_window=settings.drift_window,
                    drift_every=settings.drift_every, drift_threshold=settings.drift_threshold,
+                   bias_rule=BiasRule(settings.bias_window, settings.bias_threshold,
+                                      settings.bias_tolerance, settings.bias_horizon_bars,
+                                      settings.bias_dead_zone),
+                   momentum_lookback=settings.momentum_lookback,
+                   momentum_hold=settings.momentum_hold_bars,
+                   costs=CostModel(settings.taker_fee, settings.maker_fee,
+                                   settings.slippage_bps),
                    ports=ports)
 
     # --- model ----------------------------------------------------------------------------
@@ -139,7 +149,10 @@ class AiEngine(ServiceBase):
         return f"{self.predictor.name}@{self.predictor.version}"
 
     def _load(self, version: str | None) -> bool:
-        """Load an ensemble version (None: the registry's active one); False if refused."""
+        """Load a registry version of the served kind (None: the registry's active one);
+        False if refused."""
+        if self.model_kind == "edge":
+            return self._load_edge(version)
         from quantum.ml.drift import DriftMonitor
         from quantum.ml.registry import ModelRefused, ModelRegistry
         from quantum.models.ensemble import ServedEnsemble
@@ -174,6 +187,30 @@ class AiEngine(ServiceBase):
                  missing=ensemble.missing)
         return True
 
+    def _load_edge(self, version: str | None) -> bool:
+        from quantum.ml.drift import DriftMonitor
+        from quantum.ml.registry import ModelRefused, ModelRegistry
+        from quantum.models.edge import ServedEdge
+
+        registry = ModelRegistry(self.models_dir)
+        try:
+            chosen, model, _ = registry.load_edge(version or None)
+            reference = registry.reference(chosen)
+        except (ModelRefused, OSError, ValueError, KeyError) as e:
+            self.load_error = str(e)
+            log.error("model refused", reason=self.load_error)
+            self.notices.append(SupervisorEvent(
+                kind="model_refused", severity="critical", detail=self.load_error,
+                model_version=str(version or "active")))
+            return False
+        self.predictor = ServedEdge(model, chosen)
+        self.load_error = None
+        self.drift = DriftMonitor(reference, self.drift_window)
+        self.drift_alerted = False
+        MODEL_LOADED.set(1)
+        log.info("model loaded", version=chosen, kind="edge", horizon=model.horizon)
+        return True
+
     def health(self) -> dict[str, Any]:
         status: dict[str, Any] = {"model": self.model_kind, "model_version": self.model_label,
                                   "load_error": self.load_error}
@@ -186,13 +223,12 @@ class AiEngine(ServiceBase):
     # --- runner hooks ---------------------------------------------------------------------
 
     def restore(self) -> None:
-        self.supervisor.recent.clear()
         self.pending.clear()
         raw = self.state.get(AI_ENGINE_KEY)
         state = orjson.loads(raw) if raw is not None else {}
-        self.supervisor.recent.extend(state.get("recent_directions", []))
+        self.supervisor.load(state.get("supervisor"))
         self.windows.load(state)
-        if self.model_kind == "ensemble":
+        if self.model_kind in REGISTRY_KINDS:
             wanted = state.get("ensemble_version") or self.configured_version or None
             current = getattr(self.predictor, "version", None)
             if self.predictor is None or (wanted is not None and wanted != current):
@@ -211,10 +247,10 @@ class AiEngine(ServiceBase):
         self._emit_notices(out)
         if self._dirty:
             out.put_state(AI_ENGINE_KEY, {
-                "recent_directions": list(self.supervisor.recent),
+                "supervisor": self.supervisor.state(),
                 **self.windows.state(),
                 "ensemble_version": getattr(self.predictor, "version", None)
-                if self.model_kind == "ensemble" else None,
+                if self.model_kind in REGISTRY_KINDS else None,
                 "health": self.health(),
             })
             self._dirty = False
@@ -223,8 +259,9 @@ class AiEngine(ServiceBase):
 
     def _swap(self, event: Envelope[Any], out: Outbox) -> None:
         update: PolicyUpdated = event.payload
-        if self.model_kind != "ensemble":
-            log.info("model policy ignored: serving the baseline", version=update.version)
+        if self.model_kind not in REGISTRY_KINDS:
+            log.info("model policy ignored: serving a rule", model=self.model_kind,
+                     version=update.version)
             return
         previous = self.model_label
         if getattr(self.predictor, "version", None) == update.version:
@@ -254,7 +291,7 @@ class AiEngine(ServiceBase):
                    for v in vectors]
         if self.predictor is None:
             return [None] * len(vectors)
-        if isinstance(self.predictor, BaselineMomentum):
+        if isinstance(self.predictor, BaselineMomentum | MomentumRule):
             return [self.predictor.predict(v.values) for v in vectors]
         return list(self.predictor.predict_batch(
             [Row(v.values, w) for v, w in zip(vectors, windows, strict=True)]))
@@ -270,6 +307,7 @@ class AiEngine(ServiceBase):
         self._dirty = True
         for event, vector, prediction in zip(events, vectors, predictions, strict=True):
             self._watch_drift(vector, event)
+            self.supervisor.observe_bar(vector.symbol, vector.close_time, vector.close)
             if prediction is None:
                 NO_QUORUM.inc()
                 continue
@@ -299,19 +337,53 @@ class AiEngine(ServiceBase):
                 model_version=self.model_label, data={k: v for k, v in top}))
         self.drift_alerted = drifting
 
-    def _act(self, event: Envelope[Any], vector: FeatureVector, prediction: Prediction,
-             out: Outbox) -> None:
-        SIGNALS.labels(prediction.direction).inc()
-        actionable = (prediction.direction != "FLAT"
-                      and prediction.confidence >= self.min_confidence)
-        blocked = self.supervisor.blocked() if actionable else None
-        if actionable:
-            self.supervisor.observe(prediction.direction)
+    def _judge_bias(self, vector: FeatureVector, direction: str) -> str | None:
+        """The supervisor's verdict on the window before this signal joins it; the first
+        blocked verdict of a stretch is announced with both shares and why."""
+        verdict: BiasVerdict = self.supervisor.verdict()
+        self.supervisor.observe(vector.symbol, vector.close_time, direction, vector.close)
+        blocked = verdict.blocked_reason
+        BIAS.labels("model").set(verdict.model_share_long)
+        BIAS.labels("market").set(0.5 if verdict.market_share_up is None
+                                  else verdict.market_share_up)
+        for reason in ("not_explained_by_market", "market_unknown"):
+            BIAS_BLOCKED.labels(reason).set(1 if verdict.blocked and verdict.reason == reason
+                                            else 0)
         if blocked is not None and not self.bias_alerted:
             self.notices.append(SupervisorEvent(
                 kind="direction_bias", severity="warning",
-                detail=f"new intents blocked: {blocked}", model_version=self.model_label,
-                data={"share_long": self.supervisor.share_long()}))
+                detail=f"new intents blocked: {verdict.explain(self.supervisor.rule)}",
+                model_version=self.model_label, data=verdict.data()))
+        return blocked
+
+    def _cost_gate(self, vector: FeatureVector, prediction: Prediction,
+                   ) -> tuple[bool, float, float | None]:
+        """(actionable, confidence, cost) of a prediction that knows its move: act only when
+        the expected return beats the full cost by the policy's margin; the confidence is
+        then the chance of beating that cost. Rules and classifiers: their own threshold."""
+        if prediction.expected_return is None or prediction.direction == "FLAT":
+            return (prediction.direction != "FLAT"
+                    and prediction.confidence >= self.min_confidence,
+                    prediction.confidence, None)
+        policy = self.policies.refresh()
+        side = 1 if prediction.direction == "LONG" else -1
+        hold = prediction.horizon_bars or 1
+        funding = vector.values.get(FUNDING_FEATURE, 0.0)
+        if not math.isfinite(funding):
+            funding = 0.0
+        entry = policy.sizing.entry_order
+        cost = self.costs.cost(side, hold, funding, entry)
+        edge = side * prediction.expected_return - cost
+        spread = prediction.spread or 1.0
+        beats = 0.5 * math.erfc((cost - side * prediction.expected_return)
+                                / (spread * math.sqrt(2.0)))
+        return edge > policy.strategy.cost_margin, min(1.0, max(0.0, beats)), cost
+
+    def _act(self, event: Envelope[Any], vector: FeatureVector, prediction: Prediction,
+             out: Outbox) -> None:
+        SIGNALS.labels(prediction.direction).inc()
+        actionable, confidence, cost = self._cost_gate(vector, prediction)
+        blocked = self._judge_bias(vector, prediction.direction) if actionable else None
         if actionable:
             self.bias_alerted = blocked is not None
         signal = Signal(
@@ -322,6 +394,8 @@ class AiEngine(ServiceBase):
             votes=tuple(MemberVote(member=v.member, direction=v.direction, confidence=v.confidence)
                         for v in prediction.votes),
             price=vector.close, atr=vector.values["atr_14"], blocked_reason=blocked,
+            expected_return=prediction.expected_return, cost=cost,
+            horizon_bars=prediction.horizon_bars,
         )
         out.emit(AI_SIGNAL, new_envelope(signal, ts=event.ts, source=NAME, cause=event))
         if not actionable or prediction.direction == "FLAT":
@@ -332,13 +406,16 @@ class AiEngine(ServiceBase):
         side: Literal["LONG", "SHORT"] = prediction.direction
         intent_id = derive_id(NAME, "intent", vector.symbol, vector.close_time)
         decision = Decision(symbol=vector.symbol, bar_time=vector.close_time, direction=side,
-                            confidence=prediction.confidence, intent_id=intent_id,
+                            confidence=confidence, intent_id=intent_id,
                             model_version=self.model_label)
         out.emit(AI_DECISION, new_envelope(decision, ts=event.ts, source=NAME, cause=event))
+        horizon = (prediction.horizon_bars * BAR_SECONDS
+                   if prediction.horizon_bars is not None else None)
         intent = TradeIntent(intent_id=intent_id, symbol=vector.symbol, side=side,
-                             confidence=prediction.confidence, price=vector.close,
+                             confidence=confidence, price=vector.close,
                              atr=vector.values["atr_14"], bar_time=vector.close_time,
-                             model_version=decision.model_version)
+                             model_version=decision.model_version, horizon_seconds=horizon,
+                             expected_return=prediction.expected_return)
         out.emit(TRADE_INTENT, new_envelope(intent, ts=event.ts, source=NAME, cause=event))
         INTENTS.labels(side).inc()
 

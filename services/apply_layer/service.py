@@ -13,6 +13,11 @@ for :data:`GUARD_FRESHNESS_MULTIPLE` times the approval freshness bound (at leas
 an approval older than the bound is refused as stale anyway, so an id pruned after that can
 never be applied again. Exits never pass here (the exit-brain's reduce-only harvests go
 straight to execution), so they are never blocked.
+
+The entry is a market order, or with the policy's ``sizing.entry_order=maker`` a post-only
+limit order (``GTX``) on the passive side of the signal price that expires
+``sizing.maker_ttl_bars`` bars after its plan's bar (:func:`maker_terms`); the policy is
+read when the order is released.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from quantum.contracts.streams import APPLY_RESULT
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import APPLY_KEY, APPLY_REFUSAL_KEY, ESS_KEY
 from quantum.risk import ess
+from quantum.risk.policy import PolicyCache, SizingPolicy
 from services.apply_layer.config import Settings
 
 NAME = "apply-layer"
@@ -47,8 +53,22 @@ def client_order_id(plan_id: str) -> str:
     return "qt-" + plan_id.replace("-", "")[:32]
 
 
-def entry_order(plan: Plan) -> OrderRequest:
-    """The market order that opens an approved plan's position."""
+def maker_terms(plan: Plan, sizing: SizingPolicy, bar_ms: int) -> dict[str, Any]:
+    """The limit fields of a maker entry: post-only, on the passive side of the signal
+    price by ``maker_offset_bps``, expiring ``maker_ttl_bars`` bars after the plan's bar."""
+    if sizing.entry_order != "maker":
+        return {}
+    offset = sizing.maker_offset_bps / 10_000
+    sign = -1.0 if plan.side == "LONG" else 1.0  # a buy rests below, a sell above
+    return {"order_type": "LIMIT", "limit_price": plan.reference_price * (1 + sign * offset),
+            "time_in_force": "GTX", "expires_at": plan.bar_time + sizing.maker_ttl_bars * bar_ms}
+
+
+def entry_order(plan: Plan, sizing: SizingPolicy | None = None,
+                bar_ms: int = 300_000) -> OrderRequest:
+    """The order that opens an approved plan's position: a market order, or with
+    ``sizing.entry_order=maker`` a post-only limit order (:func:`maker_terms`)."""
+    terms = maker_terms(plan, sizing, bar_ms) if sizing is not None else {}
     return OrderRequest(
         client_order_id=client_order_id(plan.plan_id),
         plan_id=plan.plan_id,
@@ -62,6 +82,7 @@ def entry_order(plan: Plan) -> OrderRequest:
         reason="entry",
         bar_time=plan.bar_time,
         exit_plan=plan.exit_plan,
+        **terms,
     )
 
 
@@ -72,6 +93,8 @@ class ApplyLayer(ServiceBase):
         self.state = ports.state
         self.clock = ports.clock
         self.max_age_ms = settings.approval_max_age_seconds * 1000
+        self.bar_ms = settings.bar_interval_seconds * 1000
+        self.policies = PolicyCache(ports.state)
         self.keep_ms = max(GUARD_FRESHNESS_MULTIPLE * self.max_age_ms, MIN_GUARD_MS)
         self.applied: dict[str, int] = {}  # plan id -> bar time, as in the durable guard
 
@@ -103,7 +126,7 @@ class ApplyLayer(ServiceBase):
             )
             return
         plan = decision.plan
-        order = entry_order(plan)
+        order = entry_order(plan, self.policies.refresh().sizing, self.bar_ms)
         out.emit(APPLY_RESULT, new_envelope(order, ts=event.ts, source=NAME, cause=event))
         out.guard(APPLY_KEY, plan.plan_id, plan.bar_time, self.keep_ms)
         self.applied[plan.plan_id] = plan.bar_time

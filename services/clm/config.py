@@ -24,7 +24,18 @@ class Settings(FleetSettings):
     retrain_tree_rounds: boosting rounds of the tree members in a run.
     shadow_predictions: resolved live predictions before the shadow test decides.
     shadow_metric: the metric the test is decided on, declared when it starts.
-    shadow_margin: the candidate must beat the active model by at least this much.
+    shadow_margin: the candidate must beat the active model by at least this much on the
+        shadow metric to count as better there (reported; the backtest decides).
+    retrain_on_drift: start a run when the live features drift from the active version's
+        training distribution (PSI, :mod:`quantum.ml.drift`, computed here from the bars).
+    drift_threshold: a feature PSI above this is drift.
+    drift_window: feature vectors (all symbols) in the rolling PSI window.
+    drift_every: feature vectors between PSI computations.
+    drift_retrain_interval_s: a drift-triggered run starts only this long after the last run
+        of any kind started (at most one per interval; drift persisting past it starts the
+        next).
+    promotion_margin: the candidate's backtest net return over the shadow window must beat
+        the active model's by more than this (a fraction of the balance) to be promoted.
     """
 
     models_dir: str = "models"
@@ -40,3 +51,9 @@ class Settings(FleetSettings):
     shadow_predictions: int = Field(500, ge=1)
     shadow_metric: Literal["log_loss", "brier"] = "log_loss"
     shadow_margin: float = Field(0.0, ge=0)
+    retrain_on_drift: bool = True
+    drift_threshold: float = Field(0.25, gt=0)
+    drift_window: int = Field(500, ge=10)
+    drift_every: int = Field(100, ge=1)
+    drift_retrain_interval_s: float = Field(3600.0, gt=0)
+    promotion_margin: float = Field(0.0, ge=0)

@@ -1,15 +1,30 @@
-"""clm: continuous learning — scheduled retraining, shadow test, promotion, rollback.
+"""clm: continuous learning — retraining on schedule and on drift, shadow test, promotion
+by backtest, rollback.
 
 * Every ``retrain_interval_s`` (wall clock) a retraining run starts as a child process
   (:mod:`quantum.ml.job`) so this service keeps handling events; ``learning.retraining.
   started`` and ``…completed`` announce it. A successful run registers a candidate.
+* **Drift** starts a run too: the CLM computes the PSI of the live feature vectors against
+  the active version's training deciles (:mod:`quantum.ml.drift`, the same code and numbers
+  as the ai-engine's monitor). It computes it itself rather than listening to the
+  ai-engine's ``feature_drift`` events because the ai-engine only monitors drift while it
+  serves the ensemble (the fleet's default is the baseline), while a registry version can
+  drift from the market whatever is served; and the CLM already computes the features. A
+  PSI above ``drift_threshold`` starts a run (trigger ``drift``) once
+  ``drift_retrain_interval_s`` has passed since the last run of any kind.
 * The candidate is shadow-tested against the active version on live bars
   (:mod:`quantum.ml.shadow`), on the metric declared in the settings when the test starts.
   The CLM reads ``market.klines`` and computes the unified features itself with the same
   streaming code as the feature-publisher (one definition, so the same numbers), which
   keeps the ``features`` stream to its one consumer, the ai-engine. After a restart it
   warms up from the bars its group already handled.
-  It is promoted only if it wins; ``learning.shadow.completed`` reports either way.
+* When the shadow test has its rows, both versions are **backtested** over its window (the
+  same bars, after the features' warm-up) through the in-process engine with full costs and
+  the live policy, in a child process (:mod:`services.clm.judge`). The candidate is promoted
+  only when its net return beats the active model's (by more than ``promotion_margin``) and
+  its drawdown stays below the policy's brake (``risk.ess_brake_drawdown``); the log-loss
+  comparison is reported beside it but does not decide. ``learning.shadow.completed`` and
+  the candidate's ``decisions.json`` in the registry record both models' figures and why.
 * Whenever the registry's active version changes — a promotion here, or an operator's
   ``quantumctl models promote|rollback`` — a ``policy.updated`` event tells the ai-engine,
   which swaps between two events. The CLM is the stream's one producer.
@@ -23,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 import structlog
 from prometheus_client import Counter, Gauge
@@ -38,16 +54,20 @@ from quantum.contracts.events import (
     ShadowCompleted,
 )
 from quantum.contracts.streams import LEARNING_EVENTS, MARKET_KLINES, POLICY_UPDATED
-from quantum.features import WARMUP_BARS, StreamingFeatures
+from quantum.features import FEATURE_NAMES, WARMUP_BARS, StreamingFeatures
+from quantum.ml.drift import DriftMonitor
 from quantum.ml.registry import ModelRefused, ModelRegistry
 from quantum.models.ensemble import ReturnWindows, ServedEnsemble
 from quantum.registry.fleet import CLM_KEY
+from quantum.risk.policy import PolicyCache
 
 NAME = "clm"
 
 RUNS = Counter("quantum_clm_retraining_runs_total", "Retraining runs", ["outcome"])
 PROMOTIONS = Counter("quantum_clm_shadow_decisions_total", "Shadow test decisions", ["outcome"])
 SHADOW_RESOLVED = Gauge("quantum_clm_shadow_resolved", "Resolved predictions in the shadow test")
+DRIFT_PSI = Gauge("quantum_clm_feature_psi_max",
+                  "Largest feature PSI of the live bars against the active version's training")
 
 log = structlog.get_logger(service=NAME)
 
@@ -59,6 +79,7 @@ class Clm(ServiceBase):
         self.settings = settings
         self.state = ports.state
         self.history = ports.history
+        self.policies = PolicyCache(ports.state)
         self.registry = ModelRegistry(Path(settings.models_dir))
         self.workdir = root or Path(settings.models_dir)
         self.job: subprocess.Popen[bytes] | None = None
@@ -67,6 +88,14 @@ class Clm(ServiceBase):
                                        else settings.retrain_interval_s)
         self.announced: str | None = None
         self.shadow: Any = None
+        self.judging: Any = None  # a shadow test whose window is being backtested
+        self.judge: subprocess.Popen[bytes] | None = None
+        self.judge_info: dict[str, Any] | None = None
+        self.last_run: float | None = None  # wall time the last retraining run started
+        self.drift: DriftMonitor | None = None
+        self.drift_version: str | None = None
+        self.drift_seen = 0
+        self.drift_detail: str | None = None  # drift seen and not yet acted upon
         self.windows = ReturnWindows()
         self.features: dict[str, StreamingFeatures] = {}
         self.last_open: dict[str, int] = {}
@@ -85,6 +114,8 @@ class Clm(ServiceBase):
         self.announced = state.get("announced")
         if state.get("next_run") is not None:
             self.next_run = float(state["next_run"])
+        if state.get("last_run") is not None:
+            self.last_run = float(state["last_run"])
         self._last_ts = int(state.get("last_ts", 0))
         self._warm_up()
 
@@ -116,12 +147,14 @@ class Clm(ServiceBase):
         if values is None:
             return
         window = self.windows.update(kline.symbol, kline.close_time, values["log_ret_1"])
+        self._watch_drift(values)
         if self.shadow is None or out is None:
             return
         self.shadow.observe(kline.symbol, kline.close_time, kline.close, values, window)
         SHADOW_RESOLVED.set(self.shadow.resolved)
-        if self.shadow.done:
-            self._decide(out)
+        if self.shadow.done:  # the window is complete: backtest it (on_idle starts the job)
+            self.judging, self.shadow = self.shadow, None
+            self._dirty = True
 
     def on_batch_end(self, out: Outbox) -> None:
         self._save(out)
@@ -129,15 +162,66 @@ class Clm(ServiceBase):
     def on_idle(self, out: Outbox, now: float) -> None:
         if self.job is None and now >= self.next_run:
             self.start_run(out, now, trigger="schedule")
+        if (self.job is None and self.drift_detail is not None
+                and self.settings.retrain_on_drift and (
+                    self.last_run is None
+                    or now - self.last_run >= self.settings.drift_retrain_interval_s)):
+            self.start_run(out, now, trigger="drift", detail=self.drift_detail)
         if self.job is not None and self.job.poll() is not None:
             self._finish_run(out, now)
+        if self.judging is not None and self.judge is None:
+            self._start_judge(now)
+        if self.judge is not None and self.judge.poll() is not None:
+            self._finish_judge(out)
         self._announce_active(out, reason="registry active version changed")
         self._save(out)
+
+    # --- drift ----------------------------------------------------------------------------
+
+    def _watch_drift(self, values: dict[str, float]) -> None:
+        """PSI of the live vectors against the active version's training deciles; a value
+        above the threshold is remembered until a run is started for it."""
+        monitor = self._drift_monitor()
+        if monitor is None:
+            return
+        monitor.observe(np.array([values[n] for n in FEATURE_NAMES]))
+        self.drift_seen += 1
+        if self.drift_seen % self.settings.drift_every:
+            return
+        psi = monitor.compute()
+        if not psi:
+            return
+        worst = max(psi, key=lambda name: psi[name])
+        DRIFT_PSI.set(psi[worst])
+        if psi[worst] > self.settings.drift_threshold:
+            if self.drift_detail is None:
+                log.warning("feature drift", feature=worst, psi=psi[worst],
+                            version=self.drift_version)
+            self.drift_detail = (f"PSI {psi[worst]:.3f} on {worst} against "
+                                 f"{self.drift_version} exceeds {self.settings.drift_threshold}")
+        else:
+            self.drift_detail = None
+
+    def _drift_monitor(self) -> DriftMonitor | None:
+        try:
+            active = self.registry.active()
+        except ModelRefused:
+            return None
+        if active != self.drift_version:
+            self.drift_version, self.drift, self.drift_seen = active, None, 0
+            self.drift_detail = None
+            if active is not None:
+                try:
+                    self.drift = DriftMonitor(self.registry.reference(active),
+                                              self.settings.drift_window)
+                except (OSError, ValueError, KeyError) as e:
+                    log.error("no drift reference", version=active, reason=str(e))
+        return self.drift
 
     # --- retraining -----------------------------------------------------------------------
 
     def start_run(self, out: Outbox, now: float,
-                  trigger: Literal["schedule", "manual"]) -> None:
+                  trigger: Literal["schedule", "manual", "drift"], detail: str = "") -> None:
         s = self.settings
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
         result = self.workdir / f".clm-run-{run_id}.json"
@@ -149,13 +233,18 @@ class Clm(ServiceBase):
                    "--tree-rounds", str(s.retrain_tree_rounds)]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.job_info = {"run_id": run_id, "result": str(result), "started": now}
+        self.job_info = {"run_id": run_id, "result": str(result), "started": now,
+                         "trigger": trigger}
         self.next_run = now + s.retrain_interval_s
+        self.last_run = now
+        if trigger == "drift":
+            self.drift_detail = None
         symbols = tuple(x for x in s.training_symbols.split(",") if x)
         self._emit(out, LEARNING_EVENTS, RetrainingStarted(
             run_id=run_id, trigger=trigger, data_dir=s.training_data_dir, symbols=symbols,
-            ts=self._now_ms(now)), key=run_id)
-        log.info("retraining started", run_id=run_id, pid=self.job.pid)
+            ts=self._now_ms(now), detail=detail), key=run_id)
+        log.info("retraining started", run_id=run_id, pid=self.job.pid, trigger=trigger,
+                 detail=detail)
 
     def _finish_run(self, out: Outbox, now: float) -> None:
         assert self.job is not None and self.job_info is not None
@@ -202,23 +291,75 @@ class Clm(ServiceBase):
                  metric=self.settings.shadow_metric, needed=self.settings.shadow_predictions)
         return True
 
-    def _decide(self, out: Outbox) -> None:
-        shadow, self.shadow = self.shadow, None
+    def _start_judge(self, now: float) -> None:
+        """Backtest the candidate and the active version over the shadow window."""
+        shadow, s = self.judging, self.settings
+        current = self.policies.refresh()  # the live policy, whole: trade as the fleet would
+        policy = {f"{section}.{key}": value
+                  for section in ("risk", "sizing", "strategy") if hasattr(current, section)
+                  for key, value in getattr(current, section).model_dump(mode="json").items()}
+        result = self.workdir / f".clm-judge-{shadow.candidate.version}.json"
+        command = [sys.executable, "-m", "services.clm.judge", "--data", s.training_data_dir,
+                   "--models", s.models_dir, "--candidate", shadow.candidate.version,
+                   "--active", shadow.active.version,
+                   "--symbols", ",".join(sorted(shadow.symbols)),
+                   "--first-ms", str(shadow.first_ms), "--last-ms", str(shadow.last_ms),
+                   "--policy", orjson.dumps(policy).decode(),
+                   "--brake", repr(current.risk.ess_brake_drawdown),
+                   "--margin", repr(s.promotion_margin), "--result", str(result)]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.judge = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        self.judge_info = {"candidate": shadow.candidate.version, "result": str(result),
+                           "started": now, "brake": current.risk.ess_brake_drawdown}
+        log.info("promotion backtest started", candidate=shadow.candidate.version,
+                 active=shadow.active.version, pid=self.judge.pid)
+
+    def _finish_judge(self, out: Outbox) -> None:
+        assert self.judge_info is not None
+        info, self.judge, self.judge_info = self.judge_info, None, None
+        path = Path(info["result"])
+        try:
+            result = orjson.loads(path.read_bytes())
+            path.unlink()
+        except (OSError, orjson.JSONDecodeError) as e:
+            result = {"ran": False, "promote": False,
+                      "reason": f"no promotion: the backtest left no readable result: {e}"}
+        result["brake"] = info["brake"]
+        self._decide(out, result)
+
+    def _decide(self, out: Outbox, judged: dict[str, Any]) -> None:
+        shadow, self.judging = self.judging, None
         candidate_score, active_score = shadow.scores()
-        promoted = shadow.candidate_wins()
+        promoted = bool(judged.get("promote"))
+        reason = str(judged.get("reason", ""))
+        evidence: dict[str, Any] = {
+            "ran": bool(judged.get("ran")), "brake": judged.get("brake"),
+            "start": judged.get("start"), "end": judged.get("end"),
+            "symbols": ",".join(sorted(shadow.symbols)),
+            "seconds": judged.get("seconds")}
+        for role in ("candidate", "active"):
+            for key, value in (judged.get(role) or {}).items():
+                evidence[f"{role}_{key}"] = value
         PROMOTIONS.labels("promoted" if promoted else "kept").inc()
         self._emit(out, LEARNING_EVENTS, ShadowCompleted(
             candidate=shadow.candidate.version, active=shadow.active.version,
             metric=shadow.metric, candidate_score=candidate_score, active_score=active_score,
-            predictions=shadow.resolved, promoted=promoted, ts=self._last_ts),
-            key=shadow.candidate.version)
+            predictions=shadow.resolved, promoted=promoted, ts=self._last_ts,
+            backtest=evidence, reason=reason), key=shadow.candidate.version)
+        self.registry.record_decision(shadow.candidate.version, {
+            "against": shadow.active.version, "promoted": promoted, "reason": reason,
+            "backtest": evidence, "metric": shadow.metric,
+            "candidate_score": candidate_score, "active_score": active_score,
+            "predictions": shadow.resolved})
+        log.info("promotion decided", candidate=shadow.candidate.version, promoted=promoted,
+                 reason=reason)
         if promoted:
             self.registry.promote(shadow.candidate.version)
-            self._announce_active(out, reason=(
-                f"shadow test: {shadow.metric} {candidate_score:.4f} beats "
-                f"{active_score:.4f} over {shadow.resolved} predictions"))
+            self._announce_active(out, reason=f"promotion backtest: {reason}")
         else:
             self.registry.set_candidate(None)
+        self._dirty = True
 
     # --- announcements --------------------------------------------------------------------
 
@@ -248,7 +389,8 @@ class Clm(ServiceBase):
             return
         out.put_state(CLM_KEY, {
             "announced": self.announced, "next_run": self.next_run, "last_ts": self._last_ts,
-            "job": self.job_info,
+            "job": self.job_info, "last_run": self.last_run, "judge": self.judge_info,
+            "drift": self.drift_detail,
             "shadow": None if self.shadow is None else {
                 "candidate": self.shadow.candidate.version, "active": self.shadow.active.version,
                 "metric": self.shadow.metric, "resolved": self.shadow.resolved,

@@ -10,6 +10,7 @@ from quantum.config import load
 from quantum.dashboard.app import create_app
 from quantum.dashboard.backend import DashboardOptions
 from quantum.journal.database import resolve_url
+from quantum.notify.channels import Notifier
 from quantum.observability import logging as qlog
 from quantum.registry.fleet import all_setting_keys, service
 from services.dashboard_api.config import Settings
@@ -31,14 +32,23 @@ def main() -> None:
         if settings.supervisor_state_file else None,
         instance=settings.instance,
         heartbeat_ttl_s=settings.heartbeat_ttl_s,
+        reports_dir=Path(settings.reports_dir) if settings.reports_dir else None,
+        notifier=Notifier.from_settings(
+            telegram_token=settings.notify_telegram_token.get_secret_value(),
+            telegram_chat_id=settings.notify_telegram_chat_id,
+            telegram_api=settings.notify_telegram_api,
+            webhook_url=settings.notify_webhook_url.get_secret_value()),
+        alert_webhook_token=settings.alert_webhook_token.get_secret_value(),
     )
     port = spec.port if settings.http_port == -1 else settings.http_port
     log.info("starting", host=settings.http_host, port=port,
              control="enabled" if options.control_token else "disabled",
-             read_auth="required" if options.read_token else "open")
+             read_auth="required" if options.read_token else "open",
+             notify=[c.name for c in options.notifier.channels] if options.notifier else [])
     uvicorn.run(create_app(options), host=settings.http_host, port=port,
                 log_level=settings.log_level.lower(), access_log=False, proxy_headers=False,
-                server_header=False, ws="auto")
+                server_header=False, ws="auto",
+                log_config=qlog.uvicorn_log_config(settings.log_level))  # JSON, like the rest
 
 
 if __name__ == "__main__":

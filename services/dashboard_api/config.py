@@ -21,6 +21,16 @@ class Settings(FleetSettings):
     ws_interval_s: how often the WebSocket looks for changes to push.
     supervisor_state_file: the local supervisor's state file (pid, restarts) for the health
         views; empty or missing = not supervised locally (systemd).
+    reports_dir: the directory of finished replay and backtest reports (``quantumctl replay
+        --report``) the page can open; empty = none.
+    alert_webhook_token: bearer token Alertmanager sends to /api/v1/notify/alertmanager;
+        empty refuses the receiver.
+    notify_telegram_token: Telegram bot token alerts and summaries are sent with (with
+        notify_telegram_chat_id); empty: no Telegram.
+    notify_telegram_chat_id: the Telegram chat (user, group or channel id) to write to.
+    notify_telegram_api: base URL of Telegram's Bot API.
+    notify_webhook_url: a chat webhook (Slack, Mattermost …) that takes {"text": …};
+        empty: none.
     """
 
     database_url: SecretStr = SecretStr("")
@@ -30,3 +40,9 @@ class Settings(FleetSettings):
     read_token: SecretStr = SecretStr("")
     ws_interval_s: float = Field(1.0, gt=0, le=60)
     supervisor_state_file: str = "var/run/supervisor.json"
+    reports_dir: str = "reports"
+    alert_webhook_token: SecretStr = SecretStr("")
+    notify_telegram_token: SecretStr = SecretStr("")
+    notify_telegram_chat_id: str = ""
+    notify_telegram_api: str = "https://api.telegram.org"
+    notify_webhook_url: SecretStr = SecretStr("")

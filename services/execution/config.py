@@ -13,6 +13,7 @@ class Settings(BinanceAccessSettings):
     """Attributes:
     initial_balance: paper wallet balance in USDT.
     taker_fee: fee rate per fill (paper; live fills known only from REST assume it).
+    maker_fee: fee rate of a paper maker entry's fill (a post-only limit order that rested).
     slippage_bps: adverse slippage on paper market fills, in basis points.
     maintenance_margin_rate: for the liquidation price.
     binance_ws_url: user data stream base URL; empty: Binance's (testnet or mainnet).
@@ -29,6 +30,7 @@ class Settings(BinanceAccessSettings):
 
     initial_balance: float = Field(10_000.0, gt=0)
     taker_fee: float = Field(0.0004, ge=0, le=0.01)
+    maker_fee: float = Field(0.0002, ge=0, le=0.01)
     slippage_bps: float = Field(2.0, ge=0, le=100)
     maintenance_margin_rate: float = Field(0.004, gt=0, lt=1)
     binance_ws_url: str = ""

@@ -22,6 +22,9 @@ than ``approval_max_age_seconds`` (``stale_approval``; the event clock in a repl
 wall clock live, as the apply-layer measures it); or the emergency stop blocks new risk
 (``ess_tripped``, ``trading_paused``, or ``state_unknown`` when its key cannot be read).
 The ESS costs one ``GET`` per entry order. Exits (reduce-only harvests) are never gated.
+A maker entry (a post-only limit order) that passed the gate rests on the book until a bar
+trades through it or it expires; while one rests, the ESS is read on every tick, and once
+it blocks new risk every resting entry is cancelled (``cancel``, reason the block's).
 
 **State loss.** When the state key is missing at start, the book is rebuilt before any
 order is accepted, and a ``book`` report says where it came from: the live venue from
@@ -99,6 +102,9 @@ def plan_problem(order: OrderRequest) -> str | None:
                     f"{order.reference_price:g} for a {order.position_side}")
     if sum(level.fraction for level in plan.take_profits) > 1.0 + 1e-9:
         return "take-profit fractions add up to more than the position"
+    if order.limit_price is not None and sign * (order.limit_price - plan.stop_loss) <= 0:
+        return (f"limit price {order.limit_price:g} is beyond the stop loss "
+                f"{plan.stop_loss:g} for a {order.position_side}")
     return None
 
 
@@ -259,6 +265,21 @@ class Execution(ServiceBase):
             return reason, f"emergency stop: {state.reason or state.paused_by or reason}"
         return None
 
+    def _cancelled_if_blocked(self, ts: int) -> list[ExecutionReport]:
+        """A maker entry resting on the book is new risk still to come: once the emergency
+        stop blocks new risk (or its state cannot be read), it is cancelled before the next
+        price can fill it."""
+        try:
+            reason = ess.parse(self.state.get(ESS_KEY)).block_reason
+        except ValueError:
+            reason = "state_unknown"
+        if reason is None:
+            return []
+        reports = self.venue.cancel_resting(ts, reason)
+        if reports:
+            log.warning("resting entries cancelled", reason=reason, orders=len(reports))
+        return reports
+
     def _on_order(self, order: OrderRequest, event: Envelope[Any], out: Outbox) -> None:
         if self.venue.knows(order.client_order_id):
             return  # a copy of an order the book has (or refused): nothing to do
@@ -282,8 +303,10 @@ class Execution(ServiceBase):
             self._announce_book(out, event, event.ts)
         payload = event.payload
         if isinstance(payload, Tick):
+            cancelled = (self._cancelled_if_blocked(payload.ts) if self.venue.resting_entries
+                         else [])
             reports, trades, changed = self.venue.on_tick(payload)
-            self._publish(out, event, reports, trades, changed)
+            self._publish(out, event, cancelled + reports, trades, changed or bool(cancelled))
             if payload.symbol in self.venue.positions:
                 self._state_dirty = True  # marked to market
         elif isinstance(payload, OrderRequest):

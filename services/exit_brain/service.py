@@ -5,7 +5,9 @@ Positions are learnt from execution's fills (``execution.result``); prices from
 exit goes to ``harvest.intent`` with its reason; harvests never pass the risk layers, so an
 emergency stop can never keep a position open. When the emergency stop trips
 (``risk.events``), the exit-brain carries out the policy's actions: close the losing
-positions, and cut the rest by the policy's share.
+positions, and cut the rest by the policy's share. An operator's forced exit of one position
+(:mod:`quantum.exits.manual`: ``quantumctl exit``, the dashboard) is picked up from its
+request key within a second and closed the same way, on this service's clock.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import structlog
 from prometheus_client import Counter, Gauge
 
 from quantum.bus.envelope import Envelope, derive_id, new_envelope
@@ -27,11 +30,14 @@ from quantum.contracts.events import (
     Tick,
 )
 from quantum.contracts.streams import HARVEST_INTENT
+from quantum.exits import manual
 from quantum.exits.brain import ExitOrder, TrackedPosition
-from quantum.registry.fleet import EXIT_BRAIN_KEY
+from quantum.registry.fleet import EXIT_BRAIN_KEY, EXIT_REQUESTS_KEY
 from services.exit_brain.config import Settings
 
 NAME = "exit-brain"
+REQUEST_POLL_S = 1.0
+log = structlog.get_logger(service=NAME)
 
 HARVESTS = Counter("quantum_exit_harvests_total", "Harvest intents", ["reason"])
 TRACKED = Gauge("quantum_exit_tracked_positions", "Positions the exit-brain follows")
@@ -42,6 +48,8 @@ class ExitBrain(ServiceBase):
 
     def __init__(self, settings: Settings, ports: Ports) -> None:
         self.state = ports.state
+        self.clock = ports.clock  # the runner advances it with every event's time
+        self.last_request_poll = 0.0
         self.evaluate_entry_bar = settings.evaluate_entry_bar
         self.positions: dict[str, TrackedPosition] = {}  # by symbol
         self.last_tick_ts: dict[str, int] = {}
@@ -56,9 +64,10 @@ class ExitBrain(ServiceBase):
         self.last_tick_ts = state.get("last_tick_ts", {})
         self.last_close = state.get("last_close", {})
         self.levels_sent = state.get("levels_sent", {})
+        self.clock.observe(max(self.last_tick_ts.values(), default=0))
 
-    def _emit(self, out: Outbox, cause: Envelope[Any], position: TrackedPosition,
-              orders: list[ExitOrder], ts: int) -> None:
+    def _emit(self, out: Outbox, cause: Envelope[Any] | None, position: TrackedPosition,
+              orders: list[ExitOrder], ts: int, key: str = "") -> None:
         for order in orders:
             intent = HarvestIntent(
                 harvest_id=derive_id(NAME, position.position_id, order.reason, ts),
@@ -67,7 +76,7 @@ class ExitBrain(ServiceBase):
                 fraction=order.fraction, price=order.price, reason=order.reason, ts=ts,
             )
             out.emit(HARVEST_INTENT, new_envelope(intent, ts=ts, source=NAME, cause=cause,
-                                                  key=order.reason))
+                                                  key=key + order.reason))
             HARVESTS.labels(order.reason).inc()
         if orders:
             self._dirty = True
@@ -156,6 +165,46 @@ class ExitBrain(ServiceBase):
             else:
                 orders = position.reduce_now(cut, price, "ess_cut_exposure")
             self._emit(out, event, position, orders, event.ts)
+
+    def on_idle(self, out: Outbox, now: float) -> None:
+        """Operators' forced exits, once a second."""
+        if now - self.last_request_poll < REQUEST_POLL_S:
+            return
+        self.last_request_poll = now
+        raw = self.state.get(EXIT_REQUESTS_KEY)
+        if raw is None or raw == b"[]":
+            return
+        requests = manual.pending(raw)
+        if not requests:
+            log.error("unreadable forced-exit requests cleared", value=raw[:200].decode(
+                errors="replace"))
+        ts = self.clock.now_ms() or int(now * 1000)  # event clock before any event: wall
+        for request in requests:
+            self._force_exit(request, out, ts)
+        out.compare_and_set(EXIT_REQUESTS_KEY, raw, b"[]")  # STALE if one was added meanwhile
+
+    def _force_exit(self, request: manual.ExitRequest, out: Outbox, ts: int) -> None:
+        price = self.last_close.get(request.symbol, request.mark_price)
+        key = f"{request.request_id}:"
+        position = self.positions.get(request.symbol)
+        if position is not None and position.position_id == request.position_id:
+            orders = position.close_now(price, manual.REASON)
+            self._emit(out, None, position, orders, ts, key)
+            log.warning("forced exit", position_id=request.position_id, by=request.by,
+                        reason=request.reason, harvests=len(orders))
+            return
+        # Not followed here (e.g. this service's state was lost): the exit still goes out,
+        # and execution refuses it if the position is gone. Exits are never blocked.
+        intent = HarvestIntent(
+            harvest_id=derive_id(NAME, request.position_id, manual.REASON, request.request_id),
+            position_id=request.position_id, symbol=request.symbol,
+            side=request.side,  # type: ignore[arg-type]
+            fraction=1.0, price=price, reason=manual.REASON, ts=ts)
+        out.emit(HARVEST_INTENT, new_envelope(intent, ts=ts, source=NAME,
+                                              key=key + manual.REASON))
+        HARVESTS.labels(manual.REASON).inc()
+        log.warning("forced exit of a position this service does not follow",
+                    position_id=request.position_id, by=request.by, reason=request.reason)
 
     def on_batch_end(self, out: Outbox) -> None:
         if not self._dirty:

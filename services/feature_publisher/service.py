@@ -1,4 +1,10 @@
-"""feature-publisher: one streaming feature state per symbol, one vector per closed bar."""
+"""feature-publisher: the streaming features of the whole universe, one vector per closed bar.
+
+Klines drive it; ``market.tick`` brings the mark price and funding settlements the funding
+and basis features read (:class:`quantum.features.TickContext` says which tick belongs to
+which bar). One :class:`quantum.features.UniverseFeatures` holds every symbol, because BTC's
+state, the beta to BTC and the cross-sectional ranks read the other symbols' previous bar.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,8 @@ from quantum import features
 from quantum.bus.envelope import Envelope, new_envelope
 from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
-from quantum.contracts.events import FeatureVector, Kline
-from quantum.contracts.streams import FEATURES, MARKET_KLINES
+from quantum.contracts.events import FeatureVector, Kline, Tick
+from quantum.contracts.streams import FEATURES, MARKET_KLINES, MARKET_TICK
 
 NAME = "feature-publisher"
 
@@ -20,16 +26,21 @@ class FeaturePublisher(ServiceBase):
     def __init__(self, restore_bars: int, ports: Ports) -> None:
         self.restore_bars = restore_bars
         self.history = ports.history
-        self.states: dict[str, features.StreamingFeatures] = {}
+        self.universe = features.UniverseFeatures()
         self.last_open_time: dict[str, int] = {}
         self.primed: dict[str, dict[int, dict[str, float] | None]] = {}
 
     def prime(self, symbol: str, table: dict[int, dict[str, float] | None]) -> None:
         """The features of ``symbol``'s coming bars (open time → values, None in warm-up),
-        computed ahead by the same streaming code: the in-process engine does it for every
-        symbol in parallel (:func:`quantum.features.stream_table`). A primed symbol is never
+        computed ahead by the same streaming code over the whole universe: the in-process
+        engine does it (:func:`quantum.features.stream_tables`). A primed symbol is never
         computed here; a bar missing from its table is an error, never a fallback."""
         self.primed[symbol] = table
+
+    def _tick(self, tick: Tick) -> None:
+        if tick.symbol not in self.primed:
+            self.universe.observe_tick(tick.symbol, tick.ts, tick.mark_price,
+                                       tick.funding_rate)
 
     def _update(self, kline: Kline) -> dict[str, float] | None:
         """Feed one bar; bars at or before the last one seen are ignored (redelivery)."""
@@ -43,14 +54,14 @@ class FeaturePublisher(ServiceBase):
             except KeyError:
                 raise RuntimeError(f"{kline.symbol} {kline.open_time}: not in the primed "
                                    "features") from None
-        state = self.states.get(kline.symbol)
-        if state is None:
-            state = self.states[kline.symbol] = features.StreamingFeatures()
-        return state.update(kline.open, kline.high, kline.low, kline.close, kline.volume)
+        return self.universe.update(kline.symbol, kline.open_time, kline.close_time,
+                                    kline.open, kline.high, kline.low, kline.close,
+                                    kline.volume)
 
     def restore(self) -> None:
-        """Warm up from bars this group already handled (acked) in ``market.klines``."""
-        self.states.clear()
+        """Warm up from the bars (and ticks) this group already handled, in event-time order
+        across symbols, as they were first handled (ticks of an instant before its klines)."""
+        self.universe = features.UniverseFeatures()
         self.last_open_time.clear()
         if self.restore_bars == 0:
             return
@@ -58,11 +69,28 @@ class FeaturePublisher(ServiceBase):
         for event in self.history.handled(MARKET_KLINES, NAME, self.restore_bars * 50):
             if isinstance(event.payload, Kline):
                 bars.setdefault(event.payload.symbol, []).append(event.payload)
-        for symbol_bars in bars.values():
-            for kline in symbol_bars[-self.restore_bars :]:
-                self._update(kline)
+        klines = [k for symbol_bars in bars.values() for k in symbol_bars[-self.restore_bars:]]
+        if not klines:
+            return
+        first = min(k.open_time for k in klines)
+        ticks = [e.payload for e in self.history.handled(MARKET_TICK, NAME,
+                                                         self.restore_bars * 50)
+                 if isinstance(e.payload, Tick) and e.payload.ts >= first]
+        order: list[tuple[int, int, str, Kline | Tick]] = [(t.ts, 0, t.symbol, t) for t in ticks]
+        order += [(k.close_time, 1, k.symbol, k) for k in klines]
+        order.sort(key=lambda item: item[:3])
+        for _, _, _, payload in order:
+            if isinstance(payload, Tick):
+                self._tick(payload)
+            else:
+                self._update(payload)
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
+        if isinstance(event.payload, Tick):
+            self._tick(event.payload)
+            return
+        if not isinstance(event.payload, Kline):
+            return  # market.end_of_data and the like: nothing to compute
         kline: Kline = event.payload
         values = self._update(kline)
         if values is None:

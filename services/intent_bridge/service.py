@@ -110,7 +110,8 @@ class IntentBridge(ServiceBase):
             size_multiplier=size.multiplier,
             bar_time=intent.bar_time,
             exit_plan=exit_plan(
-                s.exit_profile, intent.side, intent.price, stop_distance, intent.atr
+                s.exit_profile, intent.side, intent.price, stop_distance, intent.atr,
+                take_profit_r=s.take_profit_r, horizon_seconds=intent.horizon_seconds,
             ),
         )
         out.emit(APPLY_PLAN, new_envelope(plan, ts=event.ts, source=NAME, cause=event))

@@ -74,6 +74,16 @@ def main() -> None:
     beacon.beat(force=True)
     beacon.notifier.ready()
 
+    def alive() -> None:
+        """The loop turns: ping the watchdog (and the heartbeat, while Redis answers)
+        whether or not there is data: waiting on a connection, a back-off or the barrier
+        is alive."""
+        try:
+            beacon.beat()
+        except Exception as e:
+            if not bus_unavailable(e):
+                raise
+
     if settings.source == "replay":
         from quantum.market.replay import ReplaySource, drive
         from quantum.replay.barrier import Barrier
@@ -110,6 +120,7 @@ def main() -> None:
             speed=speed,
             stop=stop,
             progress=progress,
+            tick=alive,
         )
         log.info(
             "replay finished",
@@ -144,7 +155,7 @@ def main() -> None:
                         raise
                     wait_for_redis(client, NAME, stop.is_set)
 
-        live.run(publish_batch, stop)
+        live.run(publish_batch, stop, alive)
     beacon.notifier.stopping()
 
 

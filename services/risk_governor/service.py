@@ -160,7 +160,10 @@ class RiskGovernor(ServiceBase):
                 "cut_exposure_share": policy.ess_cut_exposure_share,
             },
         )
-        ts = state.tripped_at or self.now_ms()
+        # The fleet's clock, never the trip's own stamp: an operator's trip is stamped with
+        # the wall time of the command, and on the event clock a forced close at that time
+        # would be a trade ending in the operator's present (issue 14: a 397-day trade).
+        ts = self.now_ms() or state.tripped_at
         out.emit(
             RISK_EVENTS,
             new_envelope(event, ts=ts, source=NAME, cause=cause, key=f"ess:{state.trips}"),
@@ -221,7 +224,12 @@ class RiskGovernor(ServiceBase):
         if portfolio is None:
             reasons: tuple[str, ...] = ("portfolio_unavailable",)
         else:
-            self.pending = {k: a for k, a in self.pending.items() if a.bar_time >= portfolio.ts}
+            # Approved plans stay reserved until the portfolio shows them: not yet past
+            # their bar, or still on the book unfilled (a resting maker entry). An entry
+            # that was rejected, expired or cancelled drops out of both and is released.
+            on_book = set(portfolio.pending_plans)
+            self.pending = {k: a for k, a in self.pending.items()
+                            if a.bar_time >= portfolio.ts or k in on_book}
             ctx = RiskContext(
                 limits=policy.risk,
                 universe=frozenset(policy.universe.symbols),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from quantum.bus.envelope import EventTypes, Payload, Record
 
@@ -144,6 +144,11 @@ class Signal(Payload):
     price: Positive
     atr: NonNegative
     blocked_reason: str | None = None
+    # a model that predicts the move (the edge model): its calibrated expected log return
+    # over ``horizon_bars``, the full cost of the trade on the predicted side, and the rest
+    expected_return: Finite | None = None
+    cost: Finite | None = None
+    horizon_bars: Annotated[int, Field(ge=1)] | None = None
 
 
 @EVENT_TYPES.register
@@ -174,6 +179,10 @@ class TradeIntent(Payload):
     atr: NonNegative
     bar_time: OrderTime
     model_version: str
+    # how long the model expects to hold (its label horizon); the HORIZON exit profile
+    # closes the position then. None: the exit profile's own rules alone.
+    horizon_seconds: Annotated[int, Field(ge=60)] | None = None
+    expected_return: Finite | None = None
 
 
 # --- plans, risk and orders ---------------------------------------------------------------
@@ -261,6 +270,29 @@ class OrderRequest(Payload):
     reason: Annotated[str, Field(min_length=1)]
     bar_time: OrderTime
     exit_plan: ExitPlan | None = None
+    # How the order is placed. ``MARKET`` (the default, so older events still parse) takes
+    # liquidity; ``LIMIT`` rests at ``limit_price``, with ``time_in_force`` ``GTX`` (post-only:
+    # refused if it would take liquidity when placed) and ``expires_at`` (event time, ms):
+    # not filled by then, it is cancelled. Maker entries only: exits stay market orders.
+    order_type: Literal["MARKET", "LIMIT"] = "MARKET"
+    limit_price: Positive | None = None
+    time_in_force: Literal["GTC", "GTX"] | None = None
+    expires_at: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _limit_fields_match_the_type(self) -> OrderRequest:
+        if self.order_type == "LIMIT" and self.limit_price is None:
+            raise ValueError("a LIMIT order needs a limit_price")
+        if self.order_type == "MARKET" and (self.limit_price is not None
+                                            or self.time_in_force is not None
+                                            or self.expires_at is not None):
+            raise ValueError("a MARKET order takes no limit_price, time_in_force or expires_at")
+        if self.order_type == "LIMIT" and self.reduce_only:
+            raise ValueError("exits are market orders: a LIMIT order cannot be reduce-only")
+        return self
+
+
+POST_ONLY_REJECTED = -5022  # Binance: a post-only (GTX) order that would take liquidity
 
 
 @EVENT_TYPES.register
@@ -391,6 +423,9 @@ class PortfolioState(Payload):
     net_exposure: Finite
     positions: tuple[PositionView, ...]
     pending_orders: int
+    # Plan ids of the entry orders on the book not yet filled (a maker entry resting until
+    # its price trades through or it expires): the governor keeps counting them as exposure.
+    pending_plans: tuple[str, ...] = ()
 
 
 # --- exits on the exchange and reconciliation ---------------------------------------------
@@ -466,15 +501,17 @@ class PolicyUpdated(Payload):
 
 @EVENT_TYPES.register
 class RetrainingStarted(Payload):
-    """The CLM started a retraining run."""
+    """The CLM started a retraining run: on its schedule, by hand, or because the live
+    features drifted from the active model's training distribution (``detail`` says how)."""
 
     event_type = "learning.retraining.started"
 
     run_id: str
-    trigger: Literal["schedule", "manual"]
+    trigger: Literal["schedule", "manual", "drift"]
     data_dir: str
     symbols: tuple[Symbol, ...]
     ts: int
+    detail: str = ""
 
 
 @EVENT_TYPES.register
@@ -494,7 +531,10 @@ class RetrainingCompleted(Payload):
 @EVENT_TYPES.register
 class ShadowCompleted(Payload):
     """A shadow test decided: the candidate against the active model on live features,
-    scored by the metric declared before the test started."""
+    scored by the metric declared before the test started, and both backtested through the
+    in-process engine over the shadow window (``backtest``: each model's net return, max
+    drawdown, trades, fees and funding, the window and the policy brake); ``reason`` says
+    why the candidate was or was not promoted."""
 
     event_type = "learning.shadow.completed"
 
@@ -506,6 +546,8 @@ class ShadowCompleted(Payload):
     predictions: int
     promoted: bool
     ts: int
+    backtest: dict[str, Finite | str | bool | None] = Field(default_factory=dict)
+    reason: str = ""
 
 
 # --- RL position sizing (issue 7) -----------------------------------------------------------

@@ -67,7 +67,8 @@ def serve(
     os.environ.pop(STATE_DIR_VARIABLE, None)  # a quantumctl setting; services refuse it
     try:
         supervisor = Supervisor(services, env={"QT_REDIS_URL": redis_url}, workdir=PROJECT_ROOT,
-                                log_dir=paths.log_dir)
+                                log_dir=paths.log_dir, request_dir=paths.requests_dir,
+                                rotate_also=(paths.supervisor_log,))
     except ValueError as e:
         _stop_redis(redis_process)
         raise CtlError(str(e)) from None

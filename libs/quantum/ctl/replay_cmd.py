@@ -228,7 +228,8 @@ def backtest(
     start: Start = None,
     end: End = None,
     model: Annotated[str, typer.Option(
-        "--model", help="baseline, ensemble (the registry's active one) or a version.",
+        "--model", help="baseline, momentum, ensemble or edge (the registry's active "
+        "one), KIND:VERSION, or an ensemble version.",
     )] = "baseline",
     assignments: Annotated[list[str] | None, typer.Option(
         "--set", help="QT_KEY=VALUE (a service setting) or section.key=VALUE (policy); "

@@ -121,6 +121,24 @@ def ess_resume(reason: Reason, redis_url: RedisUrl = DEFAULT_REDIS_URL) -> None:
     typer.echo("resumed")
 
 
+@app.command("exit")
+def force_exit(
+    position_id: Annotated[str, typer.Argument(help="The open position to close in full.")],
+    reason: Reason,
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+) -> None:
+    """Force the exit of one open position: the exit-brain closes it reduce-only (audited)."""
+    from quantum.exits import manual
+
+    try:
+        request = manual.request_exit(connect(redis_url), position_id, _require(reason),
+                                      by=operator())
+    except manual.ExitRefused as e:
+        raise ArgumentError(str(e)) from None
+    typer.echo(f"exit requested: {request.position_id} ({request.symbol} {request.side}); "
+               "the exit-brain closes it within a second")
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
     """``risk.max_leverage=5`` → (key, 5); values are JSON when they parse, else text."""
     import orjson

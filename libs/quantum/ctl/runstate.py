@@ -5,6 +5,7 @@ Layout under the state directory (``$QT_STATE_DIR``, else ``var/`` in the projec
     redis/             the embedded Redis's data and log
     run/supervisor.pid the pid of the running ``quantumctl up`` (foreground or detached)
     run/supervisor.json its state: services with pid, restarts, last exit; the Redis it started
+    run/requests/      <service>.restart: ask it to restart one service (quantumctl restart)
     log/<service>.log  each child's output; log/supervisor.log the detached supervisor's own
 
 The state file is rewritten atomically (write then rename) every second by the running
@@ -56,6 +57,11 @@ class RunPaths:
     @property
     def state_file(self) -> Path:
         return self.run_dir / "supervisor.json"
+
+    @property
+    def requests_dir(self) -> Path:
+        """``<service>.restart`` files here ask the running supervisor to restart a service."""
+        return self.run_dir / "requests"
 
     @property
     def supervisor_log(self) -> Path:

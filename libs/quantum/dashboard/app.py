@@ -2,12 +2,13 @@
 and the web page.
 
 Security: binds loopback by default (the service shell); control endpoints (ESS trip/reset,
-pause/resume) need ``Authorization: Bearer <control token>`` and refuse everything when no
-token is configured; reads need a bearer token only when a read token is configured (the
-control token is accepted for reads too). A missing or malformed credential gets 401 with
-``WWW-Authenticate: Bearer``, a wrong one 403, both with a fixed body that says nothing about
-which token exists or how it differs. Tokens are compared in constant time. Every response
-carries a strict Content-Security-Policy, ``nosniff``, ``DENY`` framing and no referrer.
+pause/resume, the forced exit of a position) need ``Authorization: Bearer <control token>``
+and refuse everything when no token is configured; reads need a bearer token only when a
+read token is configured (the control token is accepted for reads too). A missing or
+malformed credential gets 401 with ``WWW-Authenticate: Bearer``, a wrong one 403, both
+with a fixed body that says nothing about which token exists or how it differs. Tokens are
+compared in constant time. Every response carries a strict Content-Security-Policy,
+``nosniff``, ``DENY`` framing and no referrer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import orjson
 import redis
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket
+from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -31,7 +33,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
-from quantum.dashboard import live, queries
+from quantum.dashboard import live, notify_routes, queries, supervision_routes
+from quantum.dashboard import reports as report_views
 from quantum.dashboard import schemas as s
 from quantum.dashboard.backend import DashboardBackend, DashboardOptions
 from quantum.dashboard.metrics import FleetCollector, RequestMetrics
@@ -67,6 +70,8 @@ Until = Annotated[int | None, Query(ge=0, le=MAX_TS, description="Up to this tim
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Rows to skip")]
 SymbolFilter = Annotated[str | None, Query(pattern=SYMBOL, description="e.g. BTCUSDT")]
+ReportName = Annotated[str, FastApiPath(pattern=report_views.NAME, max_length=105,
+                                        description="A report file, e.g. replay.json")]
 Side = Annotated[Literal["LONG", "SHORT"] | None, Query(description="Position side")]
 
 bearer = HTTPBearer(auto_error=False, description="Bearer token (control, or read when set)")
@@ -117,6 +122,8 @@ def create_app(options: DashboardOptions, *, heartbeat: bool = True) -> FastAPI:
     _install_errors(app)
     _read_routes(app, backend, require_read)
     _control_routes(app, backend, require_control)
+    notify_routes.install(app, backend, options.notifier, options.alert_webhook_token)
+    supervision_routes.install(app, backend, require_read)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"],
              summary="Prometheus metrics: requests and fleet-wide gauges")
@@ -228,6 +235,9 @@ def _read_routes(app: FastAPI, backend: DashboardBackend, require_read: Any) -> 
                points: Annotated[int, Query(ge=2, le=5000)] = 500) -> list[dict[str, Any]]:
         return queries.equity_curve(backend.journal(), since=since, until=until, points=points)
 
+    _view_routes(app, backend, reads)
+    _report_routes(app, backend, reads)
+
     @app.get("/api/health", response_model=s.Health,
              summary="The truth map (quantumctl status --json) with an overall status", **reads)
     def health() -> dict[str, Any]:
@@ -240,6 +250,73 @@ def _read_routes(app: FastAPI, backend: DashboardBackend, require_read: Any) -> 
         if document["dependencies"]["redis"]["status"] == "down":
             response.status_code = 503
         return document
+
+
+def _view_routes(app: FastAPI, backend: DashboardBackend, reads: dict[str, Any]) -> None:
+    """The page's other views: its sources, model health, a symbol's chart."""
+    @app.get("/api/sources", response_model=s.Sources,
+             summary="Whether Redis and the journal answer and hold anything", **reads)
+    def sources() -> dict[str, Any]:
+        return backend.sources()
+
+    @app.get("/api/models", response_model=s.ModelHealth,
+             summary="Served model, members, bias, drift, shadow test, RL sizing", **reads)
+    def models() -> dict[str, Any]:
+        return backend.models()
+
+    @app.get("/api/chart", response_model=s.Chart,
+             summary="Candles of a symbol with entries, exits and stops", **reads)
+    def chart(symbol: Annotated[str, Query(pattern=SYMBOL)],
+              limit: Annotated[int, Query(ge=10, le=1000)] = 300) -> dict[str, Any]:
+        return backend.chart(symbol, limit)
+
+
+def _report_routes(app: FastAPI, backend: DashboardBackend, reads: dict[str, Any]) -> None:
+    """A finished replay or backtest report, in the shapes of the live routes."""
+    found = {**reads, "responses": {**COMMON_RESPONSES,
+                                    404: {"model": s.Problem, "description": "No such report"}}}
+
+    def opened(name: str) -> dict[str, Any]:
+        try:
+            return backend.reports.load(name)
+        except report_views.ReportNotFound:
+            raise HTTPException(404, f"no report {name}") from None
+        except report_views.ReportUnreadable as e:
+            raise HTTPException(404, str(e)) from None
+
+    @app.get("/api/reports", response_model=list[s.ReportRow],
+             summary="Finished replay and backtest reports", **reads)
+    def report_list() -> list[dict[str, Any]]:
+        return backend.reports.listing()
+
+    @app.get("/api/reports/{name}", response_model=s.ReportSummary,
+             summary="A report's headline figures", **found)
+    def report_summary(name: ReportName) -> dict[str, Any]:
+        return report_views.summary(name, opened(name))
+
+    @app.get("/api/reports/{name}/trades", response_model=s.TradePage,
+             summary="A report's trades", **found)
+    def report_trades(name: ReportName, symbol: SymbolFilter = None, limit: Limit = 100,
+                      offset: Offset = 0) -> dict[str, Any]:
+        return report_views.trades(opened(name), symbol=symbol, limit=limit, offset=offset)
+
+    @app.get("/api/reports/{name}/stats", response_model=s.Stats,
+             summary="A report's statistics, overall and per symbol", **found)
+    def report_stats(name: ReportName, symbol: SymbolFilter = None) -> dict[str, Any]:
+        return report_views.stats(opened(name), symbol=symbol)
+
+    @app.get("/api/reports/{name}/equity", response_model=list[s.EquityPoint],
+             summary="A report's equity and drawdown", **found)
+    def report_equity(name: ReportName, since: Since = None, until: Until = None,
+                      points: Annotated[int, Query(ge=2, le=5000)] = 500,
+                      ) -> list[dict[str, Any]]:
+        return report_views.equity(opened(name), since=since, until=until, points=points)
+
+    @app.get("/api/reports/{name}/chart", response_model=s.Chart,
+             summary="A report's candles of a symbol with its trades", **found)
+    def report_chart(name: ReportName, symbol: Annotated[str, Query(pattern=SYMBOL)],
+                     limit: Annotated[int, Query(ge=10, le=1000)] = 300) -> dict[str, Any]:
+        return report_views.chart(opened(name), symbol=symbol, limit=limit)
 
 
 def _control_routes(app: FastAPI, backend: DashboardBackend, require_control: Any) -> None:
@@ -261,6 +338,21 @@ def _control_routes(app: FastAPI, backend: DashboardBackend, require_control: An
     def reset(body: s.ControlReason) -> dict[str, Any]:
         state = ess_module().reset(backend.client, body.reason, f"dashboard:{body.operator}")
         return state.model_dump()
+
+    @app.post("/api/control/exit", summary="Force the exit of one open position",
+              dependencies=[Depends(require_control)], tags=["control"],
+              response_model=s.ExitRequested,
+              responses={**COMMON_RESPONSES, 409: {"model": s.Problem,
+                                                   "description": "No such open position"}})
+    def force_exit(body: s.ExitBody) -> dict[str, Any]:
+        from quantum.exits import manual
+
+        try:
+            request = manual.request_exit(backend.client, body.position_id, body.reason,
+                                          f"dashboard:{body.operator}")
+        except manual.ExitRefused as e:
+            raise HTTPException(409, str(e)) from None
+        return request.model_dump()
 
     @app.post("/api/control/pause", summary="Pause new entries", **controls)
     def pause(body: s.PauseRequest) -> dict[str, Any]:

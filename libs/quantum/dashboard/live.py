@@ -15,7 +15,7 @@ import orjson
 import redis
 
 from quantum.contracts.events import PortfolioState
-from quantum.contracts.streams import MARKET_KLINES, MARKET_TICK
+from quantum.contracts.streams import AI_SUPERVISOR, MARKET_KLINES, MARKET_TICK
 from quantum.registry.fleet import JOURNAL_KEY, PORTFOLIO_KEY
 
 PRICE_SCAN = 2_000  # newest tick entries looked at for the latest price of each symbol
@@ -91,3 +91,19 @@ def candles(client: redis.Redis, symbol: str, interval: str, limit: int) -> list
             break
     found.reverse()
     return found
+
+
+def supervisor_notices(client: redis.Redis, count: int) -> list[dict[str, Any]]:
+    """The newest ``count`` notices of the model supervisor (``ai.supervisor``), newest
+    first; an entry that does not decode is skipped."""
+    out = []
+    for entry in client.xrevrange(AI_SUPERVISOR.key, count=count) or []:
+        _, fields = _fields(entry)
+        try:
+            payload = orjson.loads(fields[b"payload"])
+            out.append({"ts": int(fields[b"ts"]), "kind": str(payload["kind"]),
+                        "severity": str(payload["severity"]), "detail": str(payload["detail"]),
+                        "model_version": str(payload.get("model_version", ""))})
+        except (KeyError, ValueError, orjson.JSONDecodeError):
+            continue
+    return out

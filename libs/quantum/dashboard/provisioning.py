@@ -67,8 +67,9 @@ DASHBOARDS: dict[str, tuple[str, tuple[Panel, ...]]] = {
               width=6),
         Panel("Signals per hour by direction",
               (("{{direction}}", "sum by (direction) (increase(quantum_ai_signals_total[1h]))"),)),
-        Panel("Direction bias (share of LONG)", (("bias", "quantum_ai_direction_bias"),),
-              "percentunit"),
+        Panel("Direction bias: LONG share of signals, up share of the market",
+              (("{{share}}", "quantum_ai_direction_bias"),
+               ("blocked", "max(quantum_ai_direction_bias_blocked)")), "percentunit"),
         Panel("Largest feature PSI", (("psi max", "quantum_ai_feature_psi_max"),)),
         Panel("Inference p95", (("p95", "histogram_quantile(0.95, sum by (le) "
                                  "(rate(quantum_ai_inference_seconds_bucket[5m])))"),), "s"),
@@ -107,8 +108,11 @@ DASHBOARDS: dict[str, tuple[str, tuple[Panel, ...]]] = {
 }
 
 
+ALERTMANAGER = "127.0.0.1:9093"  # deploy/alertmanager/alertmanager.yml listens here
+
+
 def scrape_config(targets: dict[str, int] | None = None, interval: str = "15s",
-                  rules: str = "alerts.yml") -> str:
+                  rules: str = "alerts.yml", alertmanager: str | None = ALERTMANAGER) -> str:
     """``prometheus.yml``. Without ``targets`` (the shipped file) the fleet's targets come
     from file-based discovery, ``targets/*.json`` beside the config, which
     :func:`targets_json` renders from the registry at install time: the file in git does not
@@ -122,9 +126,18 @@ def scrape_config(targets: dict[str, int] | None = None, interval: str = "15s",
         f"  evaluation_interval: {interval}",
         "rule_files:",
         f"  - {rules}",
+    ]
+    if alertmanager:
+        lines += ["alerting:", "  alertmanagers:", "    - static_configs:",
+                  f"        - targets: ['{alertmanager}']"]
+    lines += [
         "scrape_configs:",
         f"  - job_name: {JOB}",
         "    metrics_path: /metrics",
+        # The dashboard's fleet gauges carry a `service` label of their own (the service
+        # they describe); without this Prometheus would rename it to `exported_service`
+        # and every alert grouped by service would see only `dashboard-api`.
+        "    honor_labels: true",
     ]
     if targets is None:
         lines += ["    file_sd_configs:", "      - files: ['targets/*.json']",

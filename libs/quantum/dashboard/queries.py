@@ -190,6 +190,15 @@ def latest_snapshot(engine: Engine) -> dict[str, Any] | None:
             "net_exposure": snapshot.net_exposure, "open_positions": snapshot.open_positions}
 
 
+def counts(engine: Engine) -> dict[str, int]:
+    """How many trades and portfolio snapshots the journal holds: the highest row id, one
+    index lookup each (the journal only appends), since the page asks every second."""
+    with engine.connect() as connection:
+        trades_count = connection.scalar(select(func.max(TradeRow.id))) or 0
+        snapshots = connection.scalar(select(func.max(PortfolioSnapshotRow.id))) or 0
+    return {"trades": int(trades_count), "snapshots": int(snapshots)}
+
+
 def recent_risk_events(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
     with engine.connect() as connection:
         rows = connection.execute(
@@ -226,6 +235,18 @@ def stats(engine: Engine, *, symbol: str | None = None, since: int | None = None
         sum(r.loss or 0 for r in rows), _weighted_r(rows),
         max((r.best for r in rows), default=None), min((r.worst for r in rows), default=None))
     return {**total, "max_drawdown": float(max_drawdown or 0.0), "by_symbol": by_symbol}
+
+
+def summary_of(trades: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of :func:`stats` for trades already in memory (a finished report)."""
+    net = [float(t["net_pnl"]) for t in trades]
+    known_r = [float(t["r_multiple"]) for t in trades if t.get("r_multiple") is not None]
+    return _summary(
+        len(trades), sum(1 for x in net if x > 0), sum(net),
+        sum(float(t["fees"]) for t in trades), sum(float(t["funding"]) for t in trades),
+        sum(x for x in net if x > 0), sum(-x for x in net if x < 0),
+        sum(known_r) / len(known_r) if known_r else None,
+        max(net, default=None), min(net, default=None))
 
 
 def _weighted_r(rows: list[Any]) -> float | None:

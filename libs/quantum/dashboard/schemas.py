@@ -181,7 +181,7 @@ class Stats(Model):
 class EquityPoint(Model):
     ts: int
     equity: float
-    balance: float
+    balance: float | None  # None in a report (it records equity only)
     drawdown: float
     low: float
 
@@ -226,3 +226,104 @@ class ControlReason(Model):
 class PauseRequest(Model):
     reason: str = Field("operator pause from the dashboard", min_length=1, max_length=500)
     operator: str = Field("dashboard", min_length=1, max_length=64, pattern=r"^[\w.@:-]+$")
+
+
+class ExitBody(Model):
+    position_id: str = Field(min_length=1, max_length=64, pattern=r"^[\w.:-]+$")
+    reason: str = Field(min_length=1, max_length=500)
+    operator: str = Field("dashboard", min_length=1, max_length=64, pattern=r"^[\w.@:-]+$")
+
+
+class ExitRequested(Model):
+    request_id: str
+    position_id: str
+    symbol: str
+    side: str
+    mark_price: float
+    reason: str
+    by: str
+    at: int
+
+
+class ChartTrade(Model):
+    trade_id: str
+    side: str
+    entry_ts: int
+    entry_price: float
+    exit_ts: int
+    exit_price: float
+    exit_reason: str
+    net_pnl: float
+    stop_loss: float | None
+
+
+class ChartPosition(Model):
+    position_id: str
+    side: str
+    entry_price: float
+    opened_ts: int
+    stop_loss: float | None
+    take_profits: list[TakeProfitLevel]
+
+
+class Chart(Model):
+    """Candles of one symbol with the trades over them: entries, exits and stops."""
+
+    symbol: str
+    source: Literal["live", "report"]
+    interval: str
+    candles: list[Candle]
+    trades: list[ChartTrade]
+    open: list[ChartPosition]
+    note: str | None
+
+
+class SourceState(Model):
+    status: Literal["ok", "empty", "stale", "down"]
+    detail: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Sources(Model):
+    """Whether Redis and the journal answer and hold anything."""
+
+    redis: SourceState
+    journal: SourceState
+
+
+class ModelHealth(Model):
+    """What the ai-engine serves, bias, drift, the CLM's shadow test, the RL sizer."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    ai_engine: dict[str, Any]
+    bias: dict[str, Any]
+    drift: dict[str, Any] | None
+    notices: list[dict[str, Any]]
+    shadow: dict[str, Any] | None
+    clm: dict[str, Any] | None
+    rl_sizing: dict[str, Any] | None
+    rl_trainer: dict[str, Any] | None
+
+
+class ReportRow(Model):
+    name: str
+    kind: Literal["replay", "backtest"]
+    modified_ms: int
+    trades: int
+    net_pnl: float
+    symbols: list[str]
+
+
+class ReportSummary(Model):
+    name: str
+    kind: Literal["replay", "backtest"]
+    initial_balance: float
+    final_balance: float
+    trades: int
+    net_pnl: float
+    max_drawdown: float
+    start_ms: int | None
+    end_ms: int | None
+    symbols: list[str]
+    open_positions_at_end: int

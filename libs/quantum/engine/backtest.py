@@ -27,7 +27,7 @@ from quantum.config import ConfigError
 from quantum.contracts.streams import CATALOGUE, PORTFOLIO_STATE, TRADE_CLOSED
 from quantum.engine.engine import Engine, EngineError
 from quantum.engine.memory import MemoryBus
-from quantum.features import stream_table
+from quantum.features import stream_tables
 from quantum.market.replay import ReplaySource
 from quantum.registry.fleet import (
     ESS_KEY,
@@ -51,7 +51,7 @@ from quantum.replay.orchestrator import (
 )
 from quantum.risk import ess, fleetstate, policy
 
-MODELS = ("baseline", "ensemble")
+MODELS = ("baseline", "ensemble", "edge", "momentum")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class BacktestRequest:
     start: datetime | None
     end: datetime | None
     report_path: Path | None
-    model: str = "baseline"  # baseline | ensemble | an ensemble version
+    model: str = "baseline"  # baseline | momentum | ensemble | edge[:version] | a version
     initial_balance: float = INITIAL_BALANCE
     settings: tuple[tuple[str, str], ...] = ()  # QT_* settings for every service
     policy: tuple[tuple[str, Any], ...] = ()  # policy store overrides
@@ -76,9 +76,12 @@ def service_settings(request: BacktestRequest) -> dict[str, str]:
     and range, the wallet), the model, then the caller's ``--set`` keys."""
     env = event_clock_settings(request.data_dir, request.symbols, request.start, request.end,
                                request.initial_balance)
-    if request.model in MODELS:
-        env["QT_MODEL"] = request.model
-    else:
+    kind, _, version = request.model.partition(":")
+    if kind in MODELS:  # "edge", "edge:<version>", "ensemble:<version>", "baseline"...
+        env["QT_MODEL"] = kind
+        if version:
+            env["QT_MODEL_VERSION"] = version
+    else:  # a bare version is an ensemble's (the registry's original kind)
         env["QT_MODEL"], env["QT_MODEL_VERSION"] = "ensemble", request.model
     env.update(dict(request.settings))
     known = all_setting_keys()
@@ -176,8 +179,8 @@ def run_backtest(
             engine = build_engine(request)
             check_model(engine)
             publisher = engine.get("feature-publisher")
-            for symbol, data in source.data.items():
-                publisher.prime(symbol, stream_table(data.open_time, data.ohlcv))
+            for symbol, table in stream_tables(source.data).items():
+                publisher.prime(symbol, table)
         if stage is not None:
             stage.wait_ready()
         setup = time.perf_counter() - started

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from quantum.contracts.streams import CATALOGUE, FEATURES, TRADE_INTENT
-from quantum.features import stream_table
+from quantum.features import stream_tables
 from quantum.market.replay import ReplaySource
 from quantum.replay.data import INTERVAL_MS
 
@@ -45,11 +45,16 @@ class StageError(RuntimeError):
     """The signal stage failed; names why."""
 
 
+# libraries whose native thread pools (OpenMP) a forked child inherits locked: a research
+# process that trained a LightGBM model in this process must spawn its signal stage
+THREADED_NATIVE = ("torch", "lightgbm", "xgboost", "sklearn")
+
+
 def start_method() -> str:
     """``fork`` (the child inherits the loaded data at no cost) unless this process already
     runs threads of its own — Python's, or torch's and OpenMP's, which a forked child would
     inherit locked — then ``spawn``."""
-    if threading.active_count() > 1 or "torch" in sys.modules:
+    if threading.active_count() > 1 or any(m in sys.modules for m in THREADED_NATIVE):
         return "spawn"
     return "fork"
 
@@ -144,8 +149,8 @@ def _run_stage(request: BacktestRequest, source: ReplaySource, connection: Conne
     engine = build_engine(request, lambda name: name in SIGNAL_SERVICES)
     check_model(engine)
     publisher = engine.get("feature-publisher")
-    for symbol, data in source.data.items():
-        publisher.prime(symbol, stream_table(data.open_time, data.ohlcv))
+    for symbol, table in stream_tables(source.data).items():
+        publisher.prime(symbol, table)
     bus = engine.bus
     features, intents = bus.stream(FEATURES), bus.stream(TRADE_INTENT)
     offset = INTERVAL_MS[source.interval] - 1  # a bar's events carry its close time

@@ -55,6 +55,13 @@ class Venue(Protocol):
     def cancel_all(self, ts: int) -> Reports:
         """Cancel every order not yet filled (end of a replay)."""
 
+    @property
+    def resting_entries(self) -> bool:
+        """Whether a limit (maker) entry rests on the book, waiting for a fill."""
+
+    def cancel_resting(self, ts: int, reason: str) -> Reports:
+        """Cancel every resting limit entry (the emergency stop blocks new risk)."""
+
     def set_levels(self, levels: ExitLevels) -> None:
         """The exit-brain's current stop and take-profit for a position."""
 

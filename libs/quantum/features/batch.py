@@ -24,19 +24,35 @@ from ta.momentum import ROCIndicator, StochasticOscillator
 from ta.trend import MACD, EMAIndicator, SMAIndicator
 from ta.volatility import AverageTrueRange
 
-from quantum.features.schema import FEATURE_NAMES, PARAMETERS, WARMUP_BARS
+from quantum.features.schema import CROSS_NAMES, FEATURE_NAMES, PARAMETERS, WARMUP_BARS
 
 REQUIRED_COLUMNS = ("open", "high", "low", "close", "volume")
+# What the other symbols read of a symbol's bar (its cross-sectional inputs, BTC's state).
+SHARED_COLUMNS = ("log_ret_1", "roc_12", "roc_48", "rv_48", "ret_long")
 _MOMENTS_BLOCK = 16_384  # windows per block in _rolling_moments: ~12 MB at a 96-bar window
 
 
 def compute_batch(frame: pd.DataFrame) -> pd.DataFrame:
     """All features of ``frame`` (columns open/high/low/close/volume, time order).
 
+    Optional columns ``mark_price`` and ``funding_rate`` carry what each bar's
+    ``market.tick`` carried (NaN where it carried none; built from data files by
+    :func:`quantum.features.universe.symbol_frame`); without them the funding and basis
+    features are unavailable (0 with their flag 0). The features
+    that read other symbols (BTC's state, the beta to BTC, the cross-sectional ranks) are
+    unavailable here; :func:`quantum.features.universe.compute_universe` fills them.
+
     Returns a frame with columns :data:`FEATURE_NAMES` and the same index; the first
     ``WARMUP_BARS - 1`` rows are NaN because the seeds of the recursive indicators still
     dominate there. Row ``t`` depends only on rows ``<= t`` (no look-ahead).
     """
+    return symbol_features(frame)[0]
+
+
+def symbol_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`compute_batch`'s frame, and beside it what the other symbols read of this one
+    per bar (columns :data:`SHARED_COLUMNS`, defined from the bar each is first defined at,
+    not masked by the warm-up)."""
     _validate(frame)
     high = frame["high"].astype("float64")
     low = frame["low"].astype("float64")
@@ -53,10 +69,20 @@ def compute_batch(frame: pd.DataFrame) -> pd.DataFrame:
     columns.update(_volatility(high, low, close, atr))
     columns.update(_trend(high, low, close))
     columns.update(_volume(high, low, close, volume))
+    columns.update(_funding_and_basis(frame, close))
+    columns.update(_regime(close, columns))
+    for name in CROSS_NAMES:
+        columns[name] = pd.Series(0.0, index=frame.index)
 
+    long = close.shift(PARAMETERS.long_momentum)
+    shared = pd.DataFrame({
+        "log_ret_1": columns["log_ret_1"], "roc_12": columns["roc_12"],
+        "roc_48": columns["roc_48"], "rv_48": columns["rv_48"],
+        "ret_long": (close - long) / long,
+    }, index=frame.index)[list(SHARED_COLUMNS)]
     result = pd.DataFrame(columns, index=frame.index)[list(FEATURE_NAMES)]
     result.iloc[: WARMUP_BARS - 1] = np.nan
-    return result
+    return result, shared
 
 
 def _validate(frame: pd.DataFrame) -> None:
@@ -71,6 +97,12 @@ def _validate(frame: pd.DataFrame) -> None:
         raise ValueError("compute_batch: non-finite price or volume")
     if (values[:, :4] <= 0).any() or (values[:, 4] < 0).any():
         raise ValueError("compute_batch: prices must be positive and volume non-negative")
+    for name in ("mark_price", "funding_rate"):
+        if name in frame.columns:
+            given = frame[name].to_numpy(dtype="float64")
+            given = given[~np.isnan(given)]
+            if not np.isfinite(given).all() or (name == "mark_price" and (given <= 0).any()):
+                raise ValueError(f"compute_batch: {name} must be finite (mark positive) or NaN")
 
 
 def _safe_ratio(numerator: pd.Series, denominator: pd.Series, fallback: float) -> pd.Series:
@@ -281,4 +313,59 @@ def _volume(
     for window in p.volume_ratio_windows:
         out[f"vol_ratio_{window}"] = _safe_ratio(volume, volume.rolling(window).mean(), 0.0)
     out["close_location"] = _safe_ratio(close - low, high - low, 0.5)
+    return out
+
+
+def _funding_and_basis(frame: pd.DataFrame, close: pd.Series) -> dict[str, pd.Series]:
+    """Funding: a settlement on bar ``j``'s tick is known from bar ``j + 1`` (replay puts it
+    on the tick at the close of the bar ending at the settlement, live it arrives on the
+    first tick after it; both are before the next bar closes). Basis: the newest mark price
+    on a tick at or before the bar's close against the bar's close."""
+    index = frame.index
+    out: dict[str, pd.Series] = {}
+    if "funding_rate" in frame.columns:
+        settled = frame["funding_rate"].astype("float64").reset_index(drop=True)
+        known = settled.notna()
+        previous = settled[known].shift(1).reindex(settled.index)
+        last = settled.ffill().shift(1)
+        before = previous.ffill().where(known.cumsum() >= 2).shift(1)
+        available = (known.cumsum().shift(1, fill_value=0) >= 2).to_numpy()
+        rate = np.where(available, last.to_numpy(), 0.0)
+        change = np.where(available, last.to_numpy() - before.to_numpy(), 0.0)
+    else:
+        available = np.zeros(len(index), dtype=bool)
+        rate = change = np.zeros(len(index))
+    out["funding_rate"] = pd.Series(rate, index=index)
+    out["funding_change"] = pd.Series(change, index=index)
+    out["funding_available"] = pd.Series(available.astype("float64"), index=index)
+    if "mark_price" in frame.columns:
+        mark = frame["mark_price"].astype("float64").ffill()
+        has_mark = mark.notna()
+        out["basis"] = (mark / close - 1.0).where(has_mark, 0.0)
+        out["basis_available"] = has_mark.astype("float64")
+    else:
+        out["basis"] = pd.Series(0.0, index=index)
+        out["basis_available"] = pd.Series(0.0, index=index)
+    return out
+
+
+def _regime(close: pd.Series, columns: dict[str, pd.Series]) -> dict[str, pd.Series]:
+    """Trend vs range (unsigned efficiency ratio and ADX) and the volatility level (rv_48
+    against its own mean over ``vol_level_window`` bars), see ``docs/features.md``."""
+    p = PARAMETERS
+    out: dict[str, pd.Series] = {}
+    window = p.regime_window
+    path = close.diff().abs().rolling(window).sum()
+    efficiency = _safe_ratio((close - close.shift(window)).abs(), path, 0.0)
+    out[f"er_{window}"] = efficiency
+    adx = columns[f"adx_{p.adx_period}"]
+    trending = (efficiency >= p.regime_trend_efficiency) & (adx >= p.regime_trend_adx)
+    out["regime_trend"] = trending.astype("float64").where(efficiency.notna() & adx.notna())
+    rv = columns["rv_48"]
+    mean = _rolling_moments(rv, p.vol_level_window, ddof=0)[0]
+    level = _safe_ratio(rv, mean, 1.0)
+    out[f"vol_level_48_{p.vol_level_window}"] = level
+    regime = np.where(level < p.regime_vol_low, -1.0, np.where(level > p.regime_vol_high,
+                                                                1.0, 0.0))
+    out["regime_vol"] = pd.Series(regime, index=close.index).where(level.notna())
     return out

@@ -7,6 +7,11 @@ symbols one process can serve. Run::
 
 It prints the mean cost per bar over a tight loop (the honest throughput number) and
 percentiles of individually timed updates (timer overhead included), warm-up bars excluded.
+
+With ``--universe`` it times both paths over every symbol of ``--data`` with their funding
+and mark files, as training and a backtest's priming run them::
+
+    .venv/bin/python -m quantum.features.benchmark --universe --data ../shared/data/futures
 """
 
 from __future__ import annotations
@@ -59,12 +64,48 @@ def measure(bars: list[tuple[float, float, float, float, float]]) -> dict[str, f
             "bars": float(len(timed))}
 
 
+def measure_universe(data_dir: Path) -> dict[str, float]:
+    """Seconds to load every symbol of ``data_dir``, to compute the batch features
+    (:func:`compute_universe`) and to run the streaming path (:func:`stream_tables`): wall
+    time, and this process's CPU time beside it (``*_cpu_s``), which a loaded machine does
+    not inflate."""
+    from quantum.features.universe import compute_universe, stream_tables, symbol_frame
+    from quantum.replay.data import available_symbols, load_symbol
+
+    wall, cpu = time.perf_counter, time.process_time
+    started = (wall(), cpu())
+    data = {s: load_symbol(data_dir, s) for s in available_symbols(data_dir)}
+    loaded = (wall(), cpu())
+    compute_universe({s: symbol_frame(d) for s, d in data.items()})
+    batch = (wall(), cpu())
+    stream_tables(data)
+    streamed = (wall(), cpu())
+    result = {"symbols": float(len(data)),
+              "bars": float(sum(d.open_time.size for d in data.values()))}
+    for name, (begin, end) in (("load", (started, loaded)), ("batch", (loaded, batch)),
+                               ("stream", (batch, streamed))):
+        result[f"{name}_s"] = end[0] - begin[0]
+        result[f"{name}_cpu_s"] = end[1] - begin[1]
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("symbols", nargs="*", default=["BTCUSDT", "ETHUSDT"])
     parser.add_argument("--bars", type=int, default=10_000, help="bars per symbol")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="sample directory")
+    parser.add_argument("--universe", action="store_true",
+                        help="time batch and streaming over every symbol of --data")
     args = parser.parse_args(argv)
+    if args.universe:
+        u = measure_universe(args.data)
+        per_bar = u["stream_cpu_s"] / u["bars"] * 1e6
+        print(f"{int(u['symbols'])} symbols, {int(u['bars'])} bars (wall s / CPU s):"
+              f" load {u['load_s']:.1f} / {u['load_cpu_s']:.1f},"
+              f" batch {u['batch_s']:.1f} / {u['batch_cpu_s']:.1f},"
+              f" streaming {u['stream_s']:.1f} / {u['stream_cpu_s']:.1f}"
+              f" ({per_bar:.0f} CPU us/bar)")
+        return
     print(f"{len(FEATURE_NAMES)} features, warm-up {WARMUP_BARS} bars (not timed)")
     for symbol in args.symbols:
         result = measure(load_bars(args.data / f"{symbol}-5m.csv.gz", args.bars))

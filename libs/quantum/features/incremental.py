@@ -197,3 +197,69 @@ class RollingExtreme:
             candidates.popleft()
         self._count += 1
         return candidates[0][1]
+
+
+class RollingBeta:
+    """``cov(x, y) / var(y)`` over the last ``window`` pairs, defined only when every pair
+    in the window is (a NaN in either breaks the pair); 0 when ``y`` is constant.
+
+    Sums of ``x``, ``y``, ``x*y`` and ``y*y`` over the window are kept and rebuilt exactly
+    (``math.fsum``) every ``window`` pushes. The inputs are one-bar log returns, whose mean is
+    tiny against their spread, so the one-pass form loses no meaningful digits.
+    """
+
+    __slots__ = ("_invalid", "_pairs", "_same_run", "_since_rebuild", "_sums", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._pairs: deque[tuple[float, float]] = deque()
+        self._sums = [0.0, 0.0, 0.0, 0.0]  # x, y, x*y, y*y over the valid pairs
+        self._invalid = 0
+        self._since_rebuild = 0
+        self._same_run = 0
+
+    def push(self, x: float, y: float) -> None:
+        pairs = self._pairs
+        sums = self._sums
+        valid = x == x and y == y
+        previous_y = pairs[-1][1] if pairs else math.nan
+        if len(pairs) == self.window:
+            old_x, old_y = pairs.popleft()
+            if old_x == old_x and old_y == old_y:
+                sums[0] -= old_x
+                sums[1] -= old_y
+                sums[2] -= old_x * old_y
+                sums[3] -= old_y * old_y
+            else:
+                self._invalid -= 1
+        pairs.append((x, y))
+        if valid:
+            sums[0] += x
+            sums[1] += y
+            sums[2] += x * y
+            sums[3] += y * y
+        else:
+            self._invalid += 1
+        self._same_run = self._same_run + 1 if valid and y == previous_y else (1 if valid else 0)
+        self._since_rebuild += 1
+        if self._since_rebuild >= self.window:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        good = [(x, y) for x, y in self._pairs if x == x and y == y]
+        self._sums = [math.fsum(x for x, _ in good), math.fsum(y for _, y in good),
+                      math.fsum(x * y for x, y in good), math.fsum(y * y for _, y in good)]
+        self._since_rebuild = 0
+
+    @property
+    def ready(self) -> bool:
+        return len(self._pairs) == self.window and self._invalid == 0
+
+    def beta(self) -> float:
+        if self._same_run >= self.window:
+            return 0.0
+        sum_x, sum_y, sum_xy, sum_yy = self._sums
+        count = self.window
+        covariance = sum_xy - sum_x * sum_y / count
+        variance = sum_yy - sum_y * sum_y / count
+        return covariance / variance if variance > 0.0 else 0.0

@@ -44,6 +44,15 @@ class FeatureParameters(BaseModel):
         flow_window: window of the OBV slope and the VPT slope.
         obv_zscore_window: window of the OBV z-score.
         volume_ratio_windows: windows of ``volume / mean(volume)``.
+        long_momentum: span of the long return ``ret_288`` (cross-sectional momentum rank).
+        regime_window: window of the unsigned efficiency ratio ``er_k`` (trend vs range).
+        regime_trend_efficiency, regime_trend_adx: ``regime_trend`` is 1 when ``er_k`` is at
+            least the first and ``adx`` at least the second, else 0.
+        vol_level_window: bars of ``rv_48`` history that ``vol_level`` divides by (their mean).
+        regime_vol_low, regime_vol_high: ``regime_vol`` is -1 below the first ``vol_level``,
+            +1 above the second, else 0.
+        beta_window: pairs of one-bar log returns in the rolling beta to BTC.
+        btc_symbol: the symbol whose state every symbol is given (and its beta to).
         warmup_bars: bars after which every feature is defined and independent of the seed.
     """
 
@@ -73,6 +82,15 @@ class FeatureParameters(BaseModel):
     flow_window: Annotated[int, Field(ge=1)] = 12
     obv_zscore_window: Annotated[int, Field(ge=2)] = 48
     volume_ratio_windows: tuple[int, ...] = (12, 48)
+    long_momentum: Annotated[int, Field(ge=2)] = 288
+    regime_window: Annotated[int, Field(ge=2)] = 96
+    regime_trend_efficiency: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    regime_trend_adx: Annotated[float, Field(gt=0, lt=100)] = 20.0
+    vol_level_window: Annotated[int, Field(ge=2)] = 384
+    regime_vol_low: Annotated[float, Field(gt=0)] = 0.7
+    regime_vol_high: Annotated[float, Field(gt=0)] = 1.4
+    beta_window: Annotated[int, Field(ge=3)] = 288
+    btc_symbol: str = "BTCUSDT"
     warmup_bars: Annotated[int, Field(ge=1)] = 512
 
 
@@ -105,7 +123,30 @@ def feature_names(parameters: FeatureParameters) -> tuple[str, ...]:
     names += [f"vpt_slope_{p.flow_window}"]
     names += [f"vol_ratio_{k}" for k in p.volume_ratio_windows]
     names += ["close_location"]
+    names += list(context_names(p))
     return tuple(names)
+
+
+def context_names(parameters: FeatureParameters) -> tuple[str, ...]:
+    """The features of schema version 2, appended after the 49 of version 1: funding, basis,
+    market regime (each symbol's own inputs) and BTC's state, beta to BTC and the
+    cross-sectional ranks (inputs from the other symbols). Each group that can be missing
+    carries an ``*_available`` flag (1 or 0); a missing value is 0 with its flag 0."""
+    p = parameters
+    names = ["funding_rate", "funding_change", "funding_available"]
+    names += ["basis", "basis_available"]
+    names += [f"er_{p.regime_window}", "regime_trend",
+              f"vol_level_48_{p.vol_level_window}", "regime_vol"]
+    names += ["btc_ret_12", "btc_ret_48", "btc_rv_48", "btc_available"]
+    names += [f"beta_btc_{p.beta_window}", "beta_available"]
+    names += ["xs_mom_rank_48", f"xs_mom_rank_{p.long_momentum}", "xs_vol_rank_48",
+              "xs_available"]
+    return tuple(names)
+
+
+def cross_names(parameters: FeatureParameters) -> tuple[str, ...]:
+    """The features that read other symbols (set by :mod:`quantum.features.universe`)."""
+    return context_names(parameters)[9:]
 
 
 def schema_hash(names: Sequence[str], parameters: Mapping[str, Any], version: int) -> str:
@@ -119,8 +160,10 @@ def schema_hash(names: Sequence[str], parameters: Mapping[str, Any], version: in
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PARAMETERS = FeatureParameters()
 FEATURE_NAMES: tuple[str, ...] = feature_names(PARAMETERS)
+CONTEXT_NAMES: tuple[str, ...] = context_names(PARAMETERS)
+CROSS_NAMES: tuple[str, ...] = cross_names(PARAMETERS)
 WARMUP_BARS: int = PARAMETERS.warmup_bars
 SCHEMA_HASH: str = schema_hash(FEATURE_NAMES, PARAMETERS.model_dump(mode="json"), SCHEMA_VERSION)

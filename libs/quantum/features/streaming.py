@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable
 
-import numpy as np
-
+from quantum.features.batch import SHARED_COLUMNS
 from quantum.features.incremental import (
     ExponentialAverage,
     RollingExtreme,
     RollingWindow,
     WilderAverage,
 )
-from quantum.features.schema import FEATURE_NAMES, PARAMETERS, WARMUP_BARS
+from quantum.features.schema import CROSS_NAMES, FEATURE_NAMES, PARAMETERS, WARMUP_BARS
 
 _INFINITY = math.inf
 
@@ -39,7 +38,9 @@ class StreamingFeatures:
     """Incremental features of one symbol's bar series.
 
     :meth:`update` returns ``None`` until :data:`WARMUP_BARS` bars have been seen, then a
-    dict with every name in :data:`FEATURE_NAMES`, all finite.
+    dict with every name in :data:`FEATURE_NAMES`, all finite. The features that read other
+    symbols are unavailable (0, flags 0) unless a
+    :class:`~quantum.features.universe.UniverseFeatures` sets them.
     """
 
     def __init__(self) -> None:
@@ -49,7 +50,8 @@ class StreamingFeatures:
         self._previous_high = math.nan
         self._previous_low = math.nan
         longest_lag = max(*p.return_lags, *p.roc_periods, *p.log_return_lags,
-                          p.momentum_period, p.trend_window)
+                          p.momentum_period, p.trend_window, p.long_momentum,
+                          p.regime_window)
         self._closes: deque[float] = deque(maxlen=longest_lag + 1)
         self._values: dict[str, float] = {}
 
@@ -84,23 +86,41 @@ class StreamingFeatures:
         volume_windows = {*p.volume_ratio_windows, p.flow_window}
         self._volumes = {window: RollingWindow(window) for window in volume_windows}
 
+        self._regime_path = RollingWindow(p.regime_window)
+        self._rv_history = RollingWindow(p.vol_level_window)
+        self._settlements: list[float] = []  # the last two funding rates known, oldest first
+        self._mark = math.nan
+        for name in CROSS_NAMES:
+            self._values[name] = 0.0
+
     @property
     def bars_seen(self) -> int:
         """Bars folded in so far (including those of the warm-up)."""
         return self._bars_seen
 
-    def update(self, open: float, high: float, low: float, close: float,
-               volume: float) -> dict[str, float] | None:
+    def update(self, open: float, high: float, low: float, close: float, volume: float, *,
+               mark_price: float | None = None, funding_rates: Iterable[float] = ()
+               ) -> dict[str, float] | None:
         """Fold in one closed bar; the features of that bar once warmed up, else ``None``.
+
+        ``mark_price`` is the newest mark price known at the bar's close (None: none newer
+        than the one before), ``funding_rates`` the funding settlements that became known
+        since the previous bar, oldest first (see :class:`~quantum.features.universe.TickContext`
+        for which tick belongs to which bar).
 
         Raises:
             ValueError: a price that is not positive and finite, or a negative or non-finite
-                volume. The state is left untouched, so the caller may skip the bar.
+                volume, mark price or funding rate. The state is left untouched, so the
+                caller may skip the bar.
         """
+        rates = list(funding_rates)
         if not (0.0 < open < _INFINITY and 0.0 < high < _INFINITY and 0.0 < low < _INFINITY
-                and 0.0 < close < _INFINITY and 0.0 <= volume < _INFINITY):
+                and 0.0 < close < _INFINITY and 0.0 <= volume < _INFINITY
+                and (mark_price is None or 0.0 < mark_price < _INFINITY)
+                and all(-_INFINITY < rate < _INFINITY for rate in rates)):
             raise ValueError(
                 f"bad bar: open={open} high={high} low={low} close={close} volume={volume}"
+                f" mark_price={mark_price} funding_rates={rates}"
             )
         values = self._values
         self._closes.append(close)
@@ -109,6 +129,8 @@ class StreamingFeatures:
         self._update_volatility(high, low, close)
         self._update_trend(high, low, close)
         self._update_volume(high, low, close, volume)
+        self._update_context(close, mark_price, rates)
+        self._update_regime(close)
         self._previous_close = close
         self._previous_high = high
         self._previous_low = low
@@ -116,6 +138,21 @@ class StreamingFeatures:
         if self._bars_seen < WARMUP_BARS:
             return None
         return {name: values[name] for name in FEATURE_NAMES}
+
+    @property
+    def warmed(self) -> bool:
+        """Whether the newest bar's features are complete (the warm-up is over)."""
+        return self._bars_seen >= WARMUP_BARS
+
+    def shared(self) -> tuple[float, ...]:
+        """What other symbols read of the newest bar: :data:`batch.SHARED_COLUMNS` (NaN
+        where not yet defined)."""
+        values = self._values
+        previous = self._lagged_close(PARAMETERS.long_momentum)
+        close = self._closes[-1]
+        own = {"ret_long": (close - previous) / previous}
+        return tuple(own[name] if name in own else values.get(name, math.nan)
+                     for name in SHARED_COLUMNS)
 
     def _lagged_close(self, lag: int) -> float:
         """The close ``lag`` bars before the newest one (NaN early in the warm-up)."""
@@ -309,17 +346,49 @@ class StreamingFeatures:
         values["close_location"] = _ratio(close - low, high - low, 0.5)
 
 
-def stream_table(
-    open_time: Sequence[int] | np.ndarray, ohlcv: Sequence[Sequence[float]] | np.ndarray
-) -> dict[int, dict[str, float] | None]:
-    """Every bar of one symbol through a fresh :class:`StreamingFeatures`, in order: open time
-    → the features the publisher would emit for it (None in warm-up). Pure and per symbol,
-    so a backtest computes its symbols' tables in parallel processes ahead of the run. Bars
-    are taken as Python floats, exactly as a kline event carries them."""
-    times = open_time.tolist() if isinstance(open_time, np.ndarray) else list(open_time)
-    bars = ohlcv.tolist() if isinstance(ohlcv, np.ndarray) else list(ohlcv)
-    state = StreamingFeatures()
-    table: dict[int, dict[str, float] | None] = {}
-    for t, bar in zip(times, bars, strict=True):
-        table[int(t)] = state.update(bar[0], bar[1], bar[2], bar[3], bar[4])
-    return table
+    def _update_context(self, close: float, mark_price: float | None,
+                        rates: list[float]) -> None:
+        """Funding (the last two settlements known) and the basis to the newest mark."""
+        values = self._values
+        settlements = self._settlements
+        settlements.extend(rates)
+        del settlements[:-2]
+        if len(settlements) == 2:
+            values["funding_rate"] = settlements[1]
+            values["funding_change"] = settlements[1] - settlements[0]
+            values["funding_available"] = 1.0
+        else:
+            values["funding_rate"] = values["funding_change"] = values["funding_available"] = 0.0
+        if mark_price is not None:
+            self._mark = mark_price
+        if self._mark == self._mark:
+            values["basis"] = self._mark / close - 1.0
+            values["basis_available"] = 1.0
+        else:
+            values["basis"] = values["basis_available"] = 0.0
+
+    def _update_regime(self, close: float) -> None:
+        """Efficiency ratio and trend flag; volatility level and its class."""
+        values = self._values
+        p = PARAMETERS
+        previous_close = self._previous_close
+        if previous_close == previous_close:
+            self._regime_path.push(abs(close - previous_close))
+        window = p.regime_window
+        adx = values.get(f"adx_{p.adx_period}", math.nan)
+        if self._regime_path.full:
+            change = abs(close - self._lagged_close(window))
+            efficiency = _ratio(change, self._regime_path.sum(), 0.0)
+            values[f"er_{window}"] = efficiency
+            if adx == adx:
+                values["regime_trend"] = float(efficiency >= p.regime_trend_efficiency
+                                               and adx >= p.regime_trend_adx)
+        rv = values.get("rv_48", math.nan)
+        history = self._rv_history
+        if rv == rv and self._log_returns[48].full:
+            history.push(rv)
+        if history.full:
+            level = _ratio(rv, history.mean(), 1.0)
+            values[f"vol_level_48_{p.vol_level_window}"] = level
+            values["regime_vol"] = (-1.0 if level < p.regime_vol_low
+                                    else 1.0 if level > p.regime_vol_high else 0.0)

@@ -125,6 +125,21 @@ class RiskEventRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class SupervisionRow(Base):
+    """A finding of the ai-engine's model supervisor (``ai.supervisor``)."""
+
+    __tablename__ = "model_supervision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(EVENT_ID), unique=True)
+    ts: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(10))
+    detail: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class RiskStateRow(Base):
     """The risk state after a risk event that changes it: ESS tripped, trading paused."""
 

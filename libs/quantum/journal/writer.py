@@ -31,6 +31,7 @@ from quantum.contracts.events import (
     RiskDecision,
     RiskEvent,
     Signal,
+    SupervisorEvent,
     TradeClosed,
 )
 from quantum.journal.models import (
@@ -47,6 +48,7 @@ from quantum.journal.models import (
     RiskStateRow,
     SignalRow,
     SignalVoteRow,
+    SupervisionRow,
     TradeRow,
 )
 
@@ -239,6 +241,12 @@ class Journal:
             batch.snapshots.append(event)
         elif isinstance(payload, RetrainingStarted | RetrainingCompleted):
             batch.retraining.append(event)
+        elif isinstance(payload, SupervisorEvent):
+            batch.rows[SupervisionRow].append({
+                "event_id": event.id, "ts": event.ts, "kind": payload.kind,
+                "severity": payload.severity, "detail": payload.detail,
+                "model_version": payload.model_version, "data": payload.data,
+            })
 
     def _write_batch(self, session: Session, batch: _Batch) -> None:
         if not batch.ledger:
@@ -248,7 +256,7 @@ class Journal:
         self._collect_risk_states(batch)
         for model in (SignalRow, SignalVoteRow, DecisionRow, RiskDecisionRow, RiskEventRow,
                       RiskStateRow, FillRow, TradeRow, PortfolioSnapshotRow,
-                      PositionSnapshotRow):
+                      PositionSnapshotRow, SupervisionRow):
             rows = batch.rows.get(model)
             if rows:
                 session.execute(insert(model), rows)

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,25 @@ class ReplayStats:
     publish_seconds: float = 0.0
 
 
+def _never() -> bool:
+    return False
+
+
+def _pause(seconds: float, stop: threading.Event | None,
+           tick: Callable[[], None] | None) -> bool:
+    """Sleep ``seconds`` (none if not positive) in short steps, ticking; False when
+    ``stop`` cut it short."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        if tick is not None:
+            tick()
+        if stop is None:
+            time.sleep(min(0.5, remaining))
+        elif stop.wait(min(0.5, remaining)):
+            return False
+    return True
+
+
 def drive(
     source: ReplaySource,
     client: redis.Redis,
@@ -199,8 +219,13 @@ def drive(
     stop: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
     barrier_timeout: float = 120.0,
+    tick: Callable[[], None] | None = None,
 ) -> ReplayStats:
-    """Publish every step behind the barrier; resume after the last completed step."""
+    """Publish every step behind the barrier; resume after the last completed step.
+
+    ``tick`` (the watchdog) is called while waiting, on the barrier and between paced
+    steps; a ``stop`` set meanwhile ends those waits at once and the replay returns with
+    the last completed step recorded, to resume from there."""
     stats = ReplayStats()
     total = source.total_klines
     resume_after = _resume_point(client, source, state_key)
@@ -217,20 +242,24 @@ def drive(
             "klines_total": total,
         }
         log.warning("replay resuming", after_open_time=resume_after, klines_done=stats.klines)
-    barrier.wait(barrier_timeout)  # every consumer group exists and is idle
+
+    stopped: Callable[[], bool] = stop.is_set if stop is not None else _never
+    settle = partial(barrier.wait, barrier_timeout, tick=tick, stop=stopped)
+
+    if not settle():  # every consumer group exists and is idle
+        return stats
     wall_start = time.monotonic()
     first_time = int(source.times[0])
     for open_time in source.times.tolist():
-        if stop is not None and stop.is_set():
+        if stopped():
             break
         if open_time <= resume_after:
             continue
         step = source.step(open_time)
-        if speed is not None:
-            due = wall_start + (open_time - first_time) / 1000.0 / speed
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        if speed is not None and not _pause(
+            wall_start + (open_time - first_time) / 1000.0 / speed - time.monotonic(), stop, tick
+        ):
+            break
         started = time.perf_counter()
         pipe = client.pipeline(transaction=True)
         # Ticks before klines, in one transaction: when a kline (and so any intent it causes)
@@ -241,7 +270,8 @@ def drive(
             pipe.set(state_key, orjson.dumps(progress_state))
         pipe.execute()
         stats.publish_seconds += time.perf_counter() - started
-        barrier.wait(barrier_timeout)
+        if not settle():
+            break  # not recorded as complete: a resumed replay starts after the last recorded step
         stats.steps += 1
         stats.klines += len(step.klines)
         progress_state = {
@@ -252,30 +282,38 @@ def drive(
         }
         if progress is not None:
             progress(stats.klines, total)
-    if stop is None or not stop.is_set():
-        end = source.end_event()
-        if not _is_newest(client, MARKET_TICK, end):  # not published before a restart
-            publish(client, [(MARKET_TICK, end)])
-        barrier.wait(barrier_timeout)
-        stats.barrier_seconds = barrier.wait_seconds
-        client.set(
-            state_key,
-            orjson.dumps(
-                {
-                    "status": "done",
-                    "first_open_time": int(source.times[0]),
-                    "last_open_time": int(source.times[-1]),
-                    "klines_done": stats.klines,
-                    "klines_total": total,
-                    "steps": stats.steps,
-                    "barrier_checks": barrier.checks,
-                    "barrier_seconds": stats.barrier_seconds,
-                    "publish_seconds": stats.publish_seconds,
-                }
-            ),
-        )
+    if not stopped():
+        _finish(client, source, barrier, settle, state_key, stats)
     stats.barrier_seconds = barrier.wait_seconds
     return stats
+
+
+def _finish(client: redis.Redis, source: ReplaySource, barrier: Barrier,
+            settle: Callable[[], bool], state_key: str, stats: ReplayStats) -> None:
+    """Publish the end of data, wait for the fleet to handle it and record the replay done
+    (unless stopped meanwhile)."""
+    end = source.end_event()
+    if not _is_newest(client, MARKET_TICK, end):  # not published before a restart
+        publish(client, [(MARKET_TICK, end)])
+    if not settle():
+        return
+    stats.barrier_seconds = barrier.wait_seconds
+    client.set(
+        state_key,
+        orjson.dumps(
+            {
+                "status": "done",
+                "first_open_time": int(source.times[0]),
+                "last_open_time": int(source.times[-1]),
+                "klines_done": stats.klines,
+                "klines_total": source.total_klines,
+                "steps": stats.steps,
+                "barrier_checks": barrier.checks,
+                "barrier_seconds": stats.barrier_seconds,
+                "publish_seconds": stats.publish_seconds,
+            }
+        ),
+    )
 
 
 def _resume_point(client: redis.Redis, source: ReplaySource, state_key: str) -> int | None:

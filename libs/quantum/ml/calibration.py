@@ -10,7 +10,6 @@ a validation block of thousands of rows. ``T`` is fitted on validation rows only
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from quantum.ml.evaluation import EPSILON, log_loss
 
@@ -24,6 +23,8 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
 
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """The temperature in [0.05, 20] minimising log loss on these (validation) rows."""
+    from scipy.optimize import minimize_scalar  # training only: the `ml` extra's
+
     result = minimize_scalar(
         lambda log_t: log_loss(apply_temperature(probabilities, float(np.exp(log_t))), labels),
         bounds=(np.log(0.05), np.log(20.0)), method="bounded",

@@ -1,7 +1,8 @@
 """Training data: features, labels and return windows for every labelled bar of a data dir.
 
-Features come from :func:`quantum.features.compute_batch` (the definition the
-feature-publisher streams), so a model sees in training exactly the numbers it is served.
+Features come from :func:`quantum.features.compute_universe` (the definition the
+feature-publisher streams, over the chosen symbols with their funding and mark prices), so a
+model sees in training exactly the numbers it is served.
 Rows are ordered by bar time (then symbol), which is what walk-forward splitting needs.
 The forecasting members read windows of the last ``window`` one-bar log returns ending at a
 row's bar; those are the ``log_ret_1`` values the ai-engine buffers per symbol at serving.
@@ -14,9 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from quantum.features import FEATURE_NAMES, compute_batch
+from quantum.features import FEATURE_NAMES, compute_universe, symbol_frame
 from quantum.ml.labels import UNLABELLED, LabelSpec, direction_labels, future_log_return
 from quantum.replay.data import available_symbols, load_symbol
 
@@ -102,13 +102,17 @@ def load_dataset(
     parts: list[tuple[np.ndarray, ...]] = []
     returns: dict[str, np.ndarray] = {}
     return_times: dict[str, np.ndarray] = {}
-    for index, symbol in enumerate(chosen):
-        data = load_symbol(data_dir, symbol, start_ms=to_ms(start), end_ms=to_ms(end))
-        frame = pd.DataFrame(data.ohlcv, columns=["open", "high", "low", "close", "volume"],
-                             index=data.open_time)
-        if len(frame) < 2:
+    loaded = {symbol: load_symbol(data_dir, symbol, start_ms=to_ms(start), end_ms=to_ms(end))
+              for symbol in chosen}
+    for symbol, data in loaded.items():
+        if data.open_time.size < 2:
             raise ValueError(f"{symbol}: too few bars in the chosen range")
-        features = compute_batch(frame).to_numpy(dtype=np.float64)
+    # The chosen symbols are the universe of the cross-symbol features (BTC's state, the
+    # beta to BTC, the cross-sectional ranks), as the publisher's are the symbols it serves.
+    universe = compute_universe({symbol: symbol_frame(data) for symbol, data in loaded.items()})
+    for index, symbol in enumerate(chosen):
+        data = loaded[symbol]
+        features = universe[symbol].to_numpy(dtype=np.float64)
         close = data.ohlcv[:, 3]
         log_returns = np.zeros(close.size, dtype=np.float32)
         log_returns[1:] = np.log(close[1:] / close[:-1])

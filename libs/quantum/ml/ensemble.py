@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
 
 from quantum.ml.calibration import apply_temperature, fit_temperature
 from quantum.ml.evaluation import log_loss
@@ -28,6 +27,9 @@ DEFAULT_QUORUM = 3
 def fit_weights(member_probabilities: Mapping[str, np.ndarray],
                 labels: np.ndarray) -> dict[str, float]:
     """Weights (summing to 1) minimising the validation log loss of the weighted mixture."""
+    # scipy is the `ml` extra's (training); the services that only load and serve an
+    # ensemble (clm, intent-bridge, ai-engine) import this module on the base install.
+    from scipy.optimize import minimize
     names = sorted(member_probabilities)
     stacked = np.stack([member_probabilities[n] for n in names])  # members x rows x 3
 

@@ -35,7 +35,14 @@ MANIFEST = "manifest.json"
 ENSEMBLE = "ensemble.json"
 REFERENCE = "reference.json"
 POINTER = "registry.json"
+DECISIONS = "decisions.json"
 SHARED_FILES = (ENSEMBLE, REFERENCE)
+EDGE_SHARED_FILES = ("edge.json", "edge-lightgbm.txt", REFERENCE)
+
+
+def shared_files(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The files a version cannot be served without: an edge model has no optional member."""
+    return EDGE_SHARED_FILES if manifest.get("kind") == "edge" else SHARED_FILES
 
 
 class ModelRefused(RuntimeError):
@@ -167,7 +174,7 @@ class ModelRegistry:
                 f"model {version}: trained on feature schema {manifest.get('feature_schema_hash')}"
                 f" but the running feature code has schema {SCHEMA_HASH}; retrain it")
         problems = self._file_problems(version, manifest)
-        shared = {f: problems[f] for f in SHARED_FILES if f in problems}
+        shared = {f: problems[f] for f in shared_files(manifest) if f in problems}
         if shared:
             name, reason = next(iter(shared.items()))
             raise ModelRefused(f"model {version}: {name} {reason}")
@@ -181,7 +188,7 @@ class ModelRegistry:
                 problems[name] = "is missing"
             elif sha256_of(path) != expected:
                 problems[name] = "fails its sha256 check (corrupt or altered)"
-        for name in SHARED_FILES:
+        for name in shared_files(manifest):
             if name not in manifest.get("files", {}):
                 problems[name] = "is not listed in the manifest"
         return problems
@@ -196,6 +203,8 @@ class ModelRegistry:
                                "`quantumctl models promote`)")
         problems = self.verify(chosen)
         manifest = self.manifest(chosen)
+        if manifest.get("kind") == "edge":
+            raise ModelRefused(f"model {chosen} is an edge model: serve it with QT_MODEL=edge")
         directory = self.root / chosen
         settings = json.loads((directory / ENSEMBLE).read_text())
         members = {}
@@ -217,6 +226,45 @@ class ModelRegistry:
                         quorum=int(settings.get("quorum", 3)), missing=missing,
                         expected=tuple(manifest["members"]))
 
+    def load_edge(self, version: str | None = None) -> tuple[str, Any, dict[str, Any]]:
+        """(version, :class:`quantum.ml.edge.EdgeModel`, manifest) of an edge version."""
+        from quantum.ml.edge import EdgeModel
+
+        chosen = version or self.active()
+        if chosen is None:
+            raise ModelRefused(f"no active model in {self.root} (train an edge model with "
+                               "`quantumctl walkforward --save` or name a version)")
+        self.verify(chosen)
+        manifest = self.manifest(chosen)
+        if manifest.get("kind") != "edge":
+            raise ModelRefused(f"model {chosen} is a {manifest.get('kind')} model, not an "
+                               "edge model")
+        try:
+            model = EdgeModel.load(self.root / chosen)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelRefused(f"model {chosen}: the edge model does not load ({e})") from None
+        return chosen, model, manifest
+
     def reference(self, version: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.root / version / REFERENCE).read_text())
         return data
+
+    # --- promotion decisions ------------------------------------------------------------
+
+    def decisions(self, version: str) -> list[dict[str, Any]]:
+        """Every promotion decision taken on ``version`` (``<version>/decisions.json``,
+        outside the manifest's hashed files: the evidence is added after training)."""
+        path = self.root / version / DECISIONS
+        if not path.is_file():
+            return []
+        data: list[dict[str, Any]] = json.loads(path.read_text())
+        return data
+
+    def record_decision(self, version: str, decision: dict[str, Any]) -> None:
+        """Append a promotion decision and its evidence (written atomically)."""
+        path = self.root / version / DECISIONS
+        entries = [*self.decisions(version),
+                   {**decision, "at": datetime.now(tz=UTC).isoformat()}]
+        temporary = path.with_name(f".{DECISIONS}.{os.getpid()}")
+        temporary.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+        temporary.replace(path)

@@ -31,6 +31,12 @@ class Prediction:
     prob_long: float
     prob_short: float
     votes: tuple[Vote, ...]
+    # a model that knows the size of the move (quantum.models.edge) says what it expects:
+    # the calibrated mean log return over ``horizon_bars`` and its spread; the ai-engine
+    # then acts on that net of costs instead of on the confidence
+    expected_return: float | None = None
+    spread: float | None = None
+    horizon_bars: int | None = None
 
 
 class BaselineMomentum:

@@ -22,6 +22,19 @@ monitor thread, which starts the first generation, performs every restart and, o
 child of its own is alive (unless the process dies, which is the point), so no thread's exit
 takes a service down; which thread calls :meth:`~Supervisor.start` does not matter.
 
+An operator restarts one service with :meth:`Supervisor.restart`, or from another process by
+dropping ``<service>.restart`` into ``request_dir`` (``quantumctl restart SERVICE``): the
+monitor stops that child (SIGTERM, SIGKILL after the stop timeout) and starts it anew at
+once; this is no failure, so it neither waits a back-off nor counts toward the start limit,
+and it revives a service the supervisor had given up on.
+
+Each child's output goes to ``log_dir/<service>.log``, rotated by size: past
+``log_max_bytes`` the file is copied to ``<service>.log.1`` (older copies shift up to
+``log_backups``, the oldest is dropped) and truncated in place. The child keeps its
+descriptor, opened in append mode, so it writes on at the start of the emptied file; only
+what it writes between the copy and the truncation (microseconds) can be missed. Files in
+``rotate_also`` (the detached supervisor's own log) are rotated the same way.
+
 Which module a service runs comes from ``deploy/launcher.json`` (generated from the fleet
 registry) when present, else from :data:`quantum.registry.fleet.SERVICES` directly.
 """
@@ -47,6 +60,10 @@ import structlog
 from quantum.process.lifetime import die_with_parent
 
 EX_CONFIG = 78
+LOG_MAX_BYTES = 10 * 1024 * 1024  # a child's log is rotated past this size
+LOG_BACKUPS = 5  # rotated copies kept: <service>.log.1 (newest) … .5
+RESTART_SUFFIX = ".restart"
+_HOUSEKEEPING_SECONDS = 0.5
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 LAUNCHER_FILE = Path("deploy") / "launcher.json"
 _POLL_SECONDS = 0.05
@@ -100,6 +117,7 @@ class _Child:
     last_exit: int | None = None
     gave_up: bool = False
     restart_at: float | None = None  # monotonic time of a scheduled restart
+    restart_requested: bool = False  # an operator asked for a restart now
     recent_restarts: deque[float] = field(default_factory=deque)
 
     @property
@@ -128,7 +146,13 @@ class Supervisor:
         backoff_max: float = 30.0,
         python: str = sys.executable,
         commands: Mapping[str, Sequence[str]] | None = None,
+        request_dir: Path | None = None,
+        log_max_bytes: int = LOG_MAX_BYTES,
+        log_backups: int = LOG_BACKUPS,
+        rotate_also: Sequence[Path] = (),
     ) -> None:
+        if log_max_bytes < 1 or log_backups < 1:
+            raise ValueError("log_max_bytes and log_backups must be at least 1")
         if max_restarts < 0 or start_limit_interval <= 0:
             raise ValueError("max_restarts must be >= 0 and start_limit_interval > 0")
         if backoff_initial < 0 or backoff_max < backoff_initial:
@@ -149,6 +173,11 @@ class Supervisor:
         self.env = {**os.environ, **env}
         self.workdir = workdir
         self.log_dir = log_dir
+        self.request_dir = request_dir
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
+        self.rotate_also = tuple(rotate_also)  # e.g. the detached supervisor's own log
+        self._housekeeping_at = 0.0
         self.max_restarts = max_restarts
         # The window must hold the back-offs of a whole burst, or a loop slowed by its own
         # back-off would never reach the limit (the earlier system's 16,699 restarts).
@@ -222,6 +251,14 @@ class Supervisor:
                 )
                 for child in self._children.values()
             ]
+
+    def restart(self, name: str) -> None:
+        """Ask the monitor to stop ``name`` and start it again now (see the module doc)."""
+        with self._lock:
+            if name not in self._children:
+                raise ValueError(f"unknown service {name!r}; supervised: "
+                                 f"{', '.join(self._children)}")
+            self._children[name].restart_requested = True
 
     def wait(self) -> None:
         """Block until :meth:`stop`, SIGTERM/SIGINT (which stop the children) or nothing is
@@ -312,6 +349,7 @@ class Supervisor:
     def _watch(self) -> None:
         """Notice exits, schedule and perform restarts, until stopped or nothing is left."""
         while not self._stopping.is_set():
+            self._housekeeping()
             pending = False
             with self._lock:
                 now = time.monotonic()
@@ -319,11 +357,78 @@ class Supervisor:
                     if self._stopping.is_set():
                         break
                     self._check(child, now)
-                    pending = pending or child.alive or child.restart_at is not None
+                    pending = (pending or child.alive or child.restart_at is not None
+                               or child.restart_requested)
             if not pending:
                 _say("info", "no service left to supervise")
                 return
             self._stopping.wait(_POLL_SECONDS)
+
+    def _housekeeping(self) -> None:
+        """Twice a second: take restart requests, perform them, rotate logs."""
+        now = time.monotonic()
+        requested = any(c.restart_requested for c in self._children.values())
+        if now < self._housekeeping_at and not requested:
+            return
+        self._housekeeping_at = now + _HOUSEKEEPING_SECONDS
+        self._take_requests()
+        for child in list(self._children.values()):
+            if child.restart_requested and not self._stopping.is_set():
+                self._restart_now(child)
+        self._rotate_logs()
+
+    def _take_requests(self) -> None:
+        if self.request_dir is None or not self.request_dir.is_dir():
+            return
+        for path in self.request_dir.glob(f"*{RESTART_SUFFIX}"):
+            name = path.name[: -len(RESTART_SUFFIX)]
+            with contextlib.suppress(OSError):
+                path.unlink()
+            with self._lock:
+                child = self._children.get(name)
+                if child is None:
+                    _say("warning", "restart requested for a service not supervised here",
+                         service=name)
+                    continue
+                child.restart_requested = True
+
+    def _restart_now(self, child: _Child) -> None:
+        """Stop ``child`` (SIGTERM, then SIGKILL after the stop timeout) and spawn it anew."""
+        with self._lock:
+            child.restart_requested = False
+            child.restart_at = None
+            process = child.process
+            if child.alive:
+                _signal(child, signal.SIGTERM)
+        if process is not None:
+            try:
+                process.wait(self._stop_timeout)
+            except subprocess.TimeoutExpired:
+                _signal(child, signal.SIGKILL)
+                process.wait()
+        with self._lock:
+            self._reap(child)
+            child.gave_up = False
+            child.restarts += 1
+            _say("info", "restarting on request", service=child.name)
+            try:
+                self._spawn(child)
+            except OSError as e:
+                _say("error", "could not start", service=child.name, error=repr(e))
+                self._after_failure(child, None, time.monotonic())
+
+    def _rotate_logs(self) -> None:
+        paths = list(self.rotate_also)
+        if self.log_dir is not None:
+            paths += [self.log_dir / f"{child.name}.log" for child in self._children.values()
+                      if child.log_file is not None]
+        for path in paths:
+            try:
+                if not path.is_file() or path.stat().st_size <= self.log_max_bytes:
+                    continue
+                rotate_copy_truncate(path, self.log_backups)
+            except OSError as e:  # a full disk must not stop supervision
+                _say("warning", "log rotation failed", log=str(path), error=repr(e))
 
     def _check(self, child: _Child, now: float) -> None:
         if child.restart_at is not None:
@@ -378,6 +483,20 @@ class Supervisor:
 
     def _log_path(self, child: _Child) -> str | None:
         return str(self.log_dir / f"{child.name}.log") if self.log_dir is not None else None
+
+
+def rotate_copy_truncate(path: Path, backups: int) -> None:
+    """``path.N-1`` → ``path.N`` … ``path`` copied to ``path.1``, then ``path`` emptied in
+    place (its writers keep their append-mode descriptors)."""
+    for number in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{number}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{number + 1}"))
+    newest = path.with_name(f"{path.name}.1")
+    with path.open("rb") as source, newest.open("wb") as copy:
+        while chunk := source.read(1 << 20):
+            copy.write(chunk)
+        os.truncate(path, 0)
 
 
 def _say(level: str, event: str, **fields: Any) -> None:

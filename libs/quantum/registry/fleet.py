@@ -78,6 +78,7 @@ GOVERNOR_KEY = state_key("risk-governor")
 APPLY_KEY = state_key("apply-layer")  # sorted set of applied plan ids (duplicate guard)
 APPLY_REFUSAL_KEY = state_key("apply-layer:last-refusal")  # why the last approval was refused
 EXIT_BRAIN_KEY = state_key("exit-brain")
+EXIT_REQUESTS_KEY = state_key("exit-brain:requests")  # operators' forced exits, pending
 AI_ENGINE_KEY = state_key("ai-engine")
 REPLAY_KEY = state_key("replay")
 FLEET_KEY = state_key("fleet")  # quantum.risk.fleetstate: the fleet epoch (quantumctl init)
@@ -108,7 +109,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
         module="services.feature_publisher",
         settings="services.feature_publisher.config:Settings",
         description="Computes the unified feature vector for every closed bar",
-        consumes=(s.MARKET_KLINES,),
+        # ticks first: a bar's tick (mark price, funding) is read before its kline
+        consumes=(s.MARKET_TICK, s.MARKET_KLINES),
         produces=(s.FEATURES,),
         port=9102,
     ),
@@ -174,16 +176,17 @@ SERVICES: tuple[ServiceSpec, ...] = (
         description="Follows open positions; emits reduce-only exits (SL, TP ladder, trailing)",
         consumes=(s.MARKET_TICK, s.EXECUTION_RESULT, s.RISK_EVENTS),
         produces=(s.HARVEST_INTENT,),
-        state_keys=(EXIT_BRAIN_KEY,),
+        state_keys=(EXIT_BRAIN_KEY, EXIT_REQUESTS_KEY),
         port=9108,
     ),
     ServiceSpec(
         name="journal",
         module="services.journal",
         settings="services.journal.config:Settings",
-        description="Writes the SQL trade journal (signals, risk, orders, fills, trades)",
+        description="Writes the SQL trade journal (signals, risk, orders, fills, trades, models)",
         consumes=(s.AI_SIGNAL, s.AI_DECISION, s.RISK_DECISION, s.RISK_EVENTS, s.APPLY_RESULT,
-                  s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE, s.LEARNING_EVENTS),
+                  s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE, s.LEARNING_EVENTS,
+                  s.AI_SUPERVISOR),
         state_keys=(JOURNAL_KEY,),
         port=9109,
         required=False,

@@ -17,7 +17,7 @@ instead of sleeping blindly.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis
@@ -150,8 +150,11 @@ class Barrier:
         """Every busy group (diagnostics; :meth:`wait` uses the cheaper :meth:`first_busy`)."""
         return [s for s in self.states() if s.pending or s.undelivered]
 
-    def wait(self, timeout: float = 120.0) -> None:
-        """Block until quiescent; raise :class:`BarrierTimeout` after ``timeout`` seconds."""
+    def wait(self, timeout: float = 120.0, *, tick: Callable[[], None] | None = None,
+             stop: Callable[[], bool] | None = None) -> bool:
+        """Block until quiescent (True); raise :class:`BarrierTimeout` after ``timeout``
+        seconds. ``tick`` is called on every check (a waiting process is alive: the
+        watchdog); once ``stop()`` is true the wait gives up and returns False."""
         started = time.perf_counter()
         sleep = 0.0
         if self._pubsub is not None:
@@ -160,7 +163,12 @@ class Barrier:
         while True:
             if self.first_busy() is None:
                 self.wait_seconds += time.perf_counter() - started
-                return
+                return True
+            if tick is not None:
+                tick()
+            if stop is not None and stop():
+                self.wait_seconds += time.perf_counter() - started
+                return False
             elapsed = time.perf_counter() - started
             if elapsed > timeout:
                 busy = self.busy()

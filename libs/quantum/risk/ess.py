@@ -2,7 +2,9 @@
 
 The state lives in Redis (``quantum:state:ess``), not in any process, so it survives the
 restart of every service; only an operator resets it (``quantumctl ess reset --reason``).
-Every trip, reset, pause and resume is appended to ``quantum:state:ess:audit``.
+Every trip, reset, pause and resume is appended to ``quantum:state:ess:audit``, and so is
+every position an operator forces closed (:mod:`quantum.exits.manual`): one trail of the
+operator's hands, whether they came through ``quantumctl`` or the dashboard.
 
 Five evaluators can trip it (:mod:`quantum.risk.evaluators`): drawdown (daily, weekly and
 the brake from the equity peak), system health (missing heartbeats of required services),
@@ -88,6 +90,13 @@ def _audit(pipe: Any, action: str, by: str, reason: str, at: int, extra: dict[st
     entry = {"action": action, "by": by, "reason": reason, "at": at, **extra}
     pipe.lpush(ESS_AUDIT_KEY, orjson.dumps(entry))
     pipe.ltrim(ESS_AUDIT_KEY, 0, AUDIT_LIMIT - 1)
+
+
+def append_audit(pipe: Any, action: str, by: str, reason: str, at: int,
+                 extra: dict[str, Any]) -> None:
+    """Queue an operator action's audit entry on ``pipe`` (inside its MULTI), in the same
+    shape as the ESS's own entries."""
+    _audit(pipe, action, by, reason, at, extra)
 
 
 def _update(client: redis.Redis, change: Any) -> tuple[EssState, EssState]:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from quantum.bus.ports import State
-from quantum.contracts.events import ExecutionReport
+from quantum.contracts.events import POST_ONLY_REJECTED, ExecutionReport
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.risk.policy import RiskPolicy
 
@@ -59,12 +59,13 @@ class DrawdownEvaluator:
 class ExecutionErrorsEvaluator:
     """Consecutive rejects from the exchange; any fill or ack resets the count. A refusal by
     execution's own gate (ESS, stale approval: a reject with no exchange code) is the fleet
-    protecting itself, not an exchange error, and is not counted."""
+    protecting itself, not an exchange error, and is not counted; nor is a post-only entry
+    refused because the price was at its limit (-5022: the maker rule working)."""
 
     consecutive: int = 0
 
     def observe(self, report: ExecutionReport, policy: RiskPolicy) -> str | None:
-        if report.kind == "reject" and report.code is not None:
+        if report.kind == "reject" and report.code not in (None, POST_ONLY_REJECTED):
             self.consecutive += 1
         elif report.kind in ("fill", "ack"):
             self.consecutive = 0

@@ -64,22 +64,47 @@ class RiskPolicy(_Strict):
 
 
 class SizingPolicy(_Strict):
-    """How the intent-bridge sizes a plan."""
+    """How the intent-bridge sizes a plan, and how the apply-layer places its entry.
+
+    Attributes (entries):
+        entry_order: ``taker`` (a market order, filled at the next bar's open) or ``maker``
+            (a post-only limit order resting on the passive side of the signal price).
+        maker_offset_bps: a maker entry's distance from the signal price, in basis points:
+            a buy rests at ``price × (1 − offset)``, a sell at ``price × (1 + offset)``. At 0
+            it sits at the last price, which a post-only order may not take: refused.
+        maker_ttl_bars: bars a maker entry rests before it is cancelled unfilled.
+    """
 
     risk_per_trade: float = Field(0.01, gt=0, le=0.1)
     min_notional_usd: float = Field(10.0, gt=0)
     max_notional_usd: float = Field(10_000.0, gt=0)
     leverage: int = Field(5, ge=1, le=125)
-    exit_profile: Literal["DEFAULT", "CHALLENGE_100"] = "DEFAULT"
+    exit_profile: Literal["DEFAULT", "CHALLENGE_100", "HORIZON"] = "DEFAULT"
+    take_profit_r: float = Field(3.0, gt=0, le=50, allow_inf_nan=False)  # HORIZON profile
     stop_atr_multiple: float = Field(1.5, gt=0, le=20)
     min_confidence: float = Field(0.65, ge=0, lt=1)
     rl_sizing: Literal["off", "shadow", "active"] = "shadow"
+    entry_order: Literal["taker", "maker"] = "taker"
+    maker_offset_bps: float = Field(0.0, ge=0, le=1000, allow_inf_nan=False)
+    maker_ttl_bars: int = Field(3, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> SizingPolicy:
         if self.min_notional_usd > self.max_notional_usd:
             raise ValueError("min_notional_usd must not exceed max_notional_usd")
         return self
+
+
+class StrategyPolicy(_Strict):
+    """How the ai-engine turns a model that predicts the size of the move into trades.
+
+    Attributes:
+        cost_margin: a trade is taken only when its expected log return over the model's
+            horizon exceeds its full cost (fees at the entry's order type, slippage, expected
+            funding; :mod:`quantum.risk.costs`) by at least this much.
+    """
+
+    cost_margin: float = Field(0.001, ge=0, le=0.2, allow_inf_nan=False)
 
 
 class UniversePolicy(_Strict):
@@ -92,6 +117,7 @@ class Policy(_Strict):
     version: int = Field(0, ge=0)
     risk: RiskPolicy = RiskPolicy()
     sizing: SizingPolicy = SizingPolicy()
+    strategy: StrategyPolicy = StrategyPolicy()
     universe: UniversePolicy = UniversePolicy()
     updated_at: int = 0
     updated_by: str = "defaults"

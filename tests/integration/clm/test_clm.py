@@ -86,7 +86,8 @@ def kline_events(symbol: str, vectors: int) -> list[Any]:
 
 
 def clm_settings(root: Path, **overrides: Any) -> Settings:
-    return load(Settings, models_dir=str(root), **overrides)
+    """The CLM's settings on ``root``; drift-triggered retraining only where a test asks."""
+    return load(Settings, models_dir=str(root), **{"retrain_on_drift": False, **overrides})
 
 
 def test_shadow_scores_resolved_rows_on_the_declared_metric(
@@ -121,38 +122,79 @@ def _row(event: Any) -> Any:
     return Row(event.payload.values, None)
 
 
-def run_clm(client: redis.Redis, clm: Clm) -> None:
+def run_clm(client: redis.Redis, clm: Clm, until_judged: bool = False) -> None:
+    """Run the CLM's runner until it is idle (and, with ``until_judged``, until the promotion
+    backtest it started in a child process has been decided)."""
     runner = Runner(client, clm, subscription(service("clm")), EVENT_TYPES,
                     RunnerConfig(block_ms=20, batch_size=50))
     runner.start()
     runner.run(max_idle_turns=2)
+    deadline = time.monotonic() + 600
+    while until_judged and (clm.judging is not None or clm.judge is not None):
+        assert time.monotonic() < deadline, "the promotion backtest did not finish"
+        runner.run(max_idle_turns=1)
+        time.sleep(0.1)
 
 
-def test_shadow_promotes_a_better_candidate_and_announces_it(
+def test_promotion_is_decided_by_a_backtest_of_the_shadow_window(
         r: redis.Redis, versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    """The active version is the near-uniform one, which never reaches the confidence
+    threshold and so never trades; the candidate is an over-confident copy of the fitted
+    one (temperature 0.05), far worse on log loss, which trades. Both are backtested over
+    the shadow window with full costs, and the decision follows the backtest alone."""
     root, good, worse = versions
-    for name in (good, worse):
-        shutil.copytree(root / name, tmp_path / name)
+    shutil.copytree(root / worse, tmp_path / worse)
     registry = ModelRegistry(tmp_path)
+    _variant(root, good, tmp_path, "overconfident", temperature=0.05)
     registry.promote(worse)
     clm = Clm(clm_settings(tmp_path, shadow_predictions=150), ports(r))
     run_clm(r, clm)  # announces the active version at start
-    assert clm.begin_shadow(good)
+    assert clm.begin_shadow("overconfident")
     publish(r, [(MARKET_KLINES, e) for e in kline_events("ETHUSDT", 170)])
-    run_clm(r, clm)
+    run_clm(r, clm, until_judged=True)
     shadow = payloads(r, "quantum:stream:learning.events")
-    assert len(shadow) == 1 and shadow[0]["metric"] == "log_loss"
-    assert shadow[0]["predictions"] >= 150
-    assert shadow[0]["promoted"] is (shadow[0]["candidate_score"] < shadow[0]["active_score"])
-    assert shadow[0]["promoted"], "a fitted model should beat its near-uniform copy"
-    assert registry.active() == good
+    assert len(shadow) == 1 and shadow[0]["predictions"] >= 150
+    assert shadow[0]["candidate_score"] > shadow[0]["active_score"]  # log loss: worse
+    bt = shadow[0]["backtest"]
+    assert bt["ran"] is True and bt["symbols"] == "ETHUSDT" and bt["brake"] == 0.2
+    assert bt["candidate_trades"] > 0 and bt["active_trades"] == 0
+    assert bt["active_net_return"] == 0.0
+    expected = (bt["candidate_net_return"] > bt["active_net_return"]
+                and bt["candidate_max_drawdown"] < bt["brake"])
+    assert shadow[0]["promoted"] is expected, shadow[0]
+    decisions = registry.decisions("overconfident")
+    assert len(decisions) == 1 and decisions[0]["promoted"] is expected
+    assert decisions[0]["backtest"]["candidate_net_return"] == bt["candidate_net_return"]
     updates = payloads(r, "quantum:stream:policy.updated")
-    assert [(u["version"], u["previous"]) for u in updates] == [(worse, None), (good, worse)]
+    if not expected:  # the candidate lost money (or hit the brake) over this window
+        assert "does not beat" in shadow[0]["reason"] or "brake" in shadow[0]["reason"]
+        assert registry.active() == worse and registry.pointer()["candidate"] is None
+        assert [u["version"] for u in updates] == [worse]
+        return
+    assert "beats" in shadow[0]["reason"]
+    assert registry.active() == "overconfident"
+    assert [(u["version"], u["previous"]) for u in updates] == [
+        (worse, None), ("overconfident", worse)]
+    assert "promotion backtest" in updates[-1]["reason"]
 
     registry.rollback()  # an operator rolls back: the CLM announces it
     run_clm(r, clm)
     updates = payloads(r, "quantum:stream:policy.updated")
-    assert (updates[-1]["version"], updates[-1]["previous"]) == (worse, good)
+    assert (updates[-1]["version"], updates[-1]["previous"]) == (worse, "overconfident")
+
+
+def _variant(root: Path, good: str, target: Path, name: str, temperature: float) -> None:
+    """A copy of ``good`` whose ensemble has another temperature (same members)."""
+    manifest = json.loads((root / good / "manifest.json").read_text())
+    settings = json.loads((root / good / ENSEMBLE).read_text())
+
+    def write(directory: Path) -> None:
+        for file in manifest["files"]:
+            shutil.copy(root / good / file, directory / file)
+        (directory / ENSEMBLE).write_text(json.dumps({**settings, "temperature": temperature}))
+
+    ModelRegistry(target).save(name, write, {k: v for k, v in manifest.items()
+                                             if k not in ("files", "version")})
 
 
 def test_an_equal_candidate_is_not_promoted(r: redis.Redis, versions: tuple[Path, str, str],
@@ -165,24 +207,93 @@ def test_an_equal_candidate_is_not_promoted(r: redis.Redis, versions: tuple[Path
     clm = Clm(clm_settings(tmp_path, shadow_predictions=30), ports(r))
     assert clm.begin_shadow("copy")
     publish(r, [(MARKET_KLINES, e) for e in kline_events("BTCUSDT", 45)])
-    run_clm(r, clm)
+    run_clm(r, clm, until_judged=True)
     shadow = payloads(r, "quantum:stream:learning.events")
     assert shadow[0]["promoted"] is False
+    bt = shadow[0]["backtest"]
+    assert bt["ran"] and bt["candidate_net_return"] == bt["active_net_return"]
+    assert "does not beat" in shadow[0]["reason"]
     assert registry.pointer()["active"] == good and registry.pointer()["candidate"] is None
+    assert registry.decisions("copy")[0]["promoted"] is False
     # A restart rebuilds features from handled bars.
     restarted = Clm(clm_settings(tmp_path), ports(r))
     restarted.restore()
     assert len(restarted.windows.values["BTCUSDT"]) == 45
 
 
-def test_scheduled_run_trains_a_candidate_in_a_child_process(
-        r: redis.Redis, tmp_path: Path) -> None:
+def test_no_backtest_data_for_the_window_means_no_promotion(
+        r: redis.Redis, versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    root, good, worse = versions
+    for name in (good, worse):
+        shutil.copytree(root / name, tmp_path / name)
+    registry = ModelRegistry(tmp_path)
+    registry.promote(worse)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    clm = Clm(clm_settings(tmp_path, shadow_predictions=20, training_data_dir=str(empty)),
+              ports(r))
+    assert clm.begin_shadow(good)
+    publish(r, [(MARKET_KLINES, e) for e in kline_events("ETHUSDT", 40)])
+    run_clm(r, clm, until_judged=True)
+    shadow = payloads(r, "quantum:stream:learning.events")
+    assert shadow[0]["promoted"] is False and shadow[0]["backtest"]["ran"] is False
+    assert "could not run" in shadow[0]["reason"] and "ETHUSDT" in shadow[0]["reason"]
+    assert registry.active() == worse
+
+
+def test_drift_starts_a_run_at_most_once_per_interval(
+        r: redis.Redis, versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    """PSI of the live bars against the active version's training deciles above the
+    threshold starts a retraining run (trigger ``drift``); drift that persists starts the
+    next one only after ``drift_retrain_interval_s``."""
+    root, good, _ = versions
+    shutil.copytree(root / good, tmp_path / good)
+    ModelRegistry(tmp_path).promote(good)
+    data_dir = _tiny_data(tmp_path)
+    clm = Clm(clm_settings(tmp_path, training_data_dir=str(data_dir), retrain_on_drift=True,
+                           drift_window=100,
+                           drift_every=20, drift_threshold=0.05, drift_retrain_interval_s=600,
+                           retrain_members="xgboost,lightgbm", retrain_tree_rounds=5,
+                           training_lookback_days=30), ports(r))
+    publish(r, [(MARKET_KLINES, e) for e in kline_events("SOLUSDT", 120)])
+    run_clm(r, clm)  # handles the bars; a drift run may start on an idle turn
+    started = [e for e in payloads(r, "quantum:stream:learning.events")
+               if e.get("trigger") is not None]
+    assert [e["trigger"] for e in started] == ["drift"]
+    assert "PSI" in started[0]["detail"] and good in started[0]["detail"]
+    assert clm.last_run is not None
+    out = Outbox(produces=frozenset(s.name for s in service("clm").produces))
+    deadline = time.monotonic() + 300
+    while clm.job is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        clm.on_idle(out, time.time())
+    completed = [e.payload for _, e in out.events if e.type == "learning.retraining.completed"]
+    assert len(completed) == 1 and completed[0].succeeded, completed
+    # the drift persists (more bars of the same market), but the interval has not passed
+    clm.drift_detail = clm.drift_detail or "PSI still high"
+    clm.on_idle(out, time.time())
+    assert [e.type for _, e in out.events].count("learning.retraining.started") == 0
+    clm.on_idle(out, clm.last_run + 601)  # one interval later it may run again
+    again = [e.payload for _, e in out.events if e.type == "learning.retraining.started"]
+    assert [e.trigger for e in again] == ["drift"]
+    while clm.job is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        clm.on_idle(out, time.time())
+
+
+def _tiny_data(tmp_path: Path) -> Path:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with gzip.open(SAMPLE / "BTCUSDT-5m.csv.gz", "rt") as source:
         lines = source.readlines()[:3500]
     with gzip.open(data_dir / "BTCUSDT-5m.csv.gz", "wt") as target:
         target.writelines(lines)
+    return data_dir
+
+
+def test_scheduled_run_trains_a_candidate_in_a_child_process(
+        r: redis.Redis, tmp_path: Path) -> None:
+    data_dir = _tiny_data(tmp_path)
     models = tmp_path / "models"
     clm = Clm(clm_settings(models, training_data_dir=str(data_dir), retrain_on_start=True,
                            retrain_members="xgboost,lightgbm", retrain_tree_rounds=5,

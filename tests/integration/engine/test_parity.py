@@ -59,6 +59,16 @@ def test_baseline_trades_identically_on_both_engines(tmp_path: Path) -> None:
     assert engine["replay"]["engine"] == "in-process"
 
 
+def test_maker_entries_trade_identically_on_both_engines(tmp_path: Path) -> None:
+    """Resting post-only entries (fills on trade-through, expiries) on the fleet and the
+    engine alike."""
+    maker = (("sizing.entry_order", "maker"), ("sizing.maker_offset_bps", 5.0))
+    fleet, engine = both(tmp_path, datetime(2025, 9, 1, tzinfo=UTC),
+                         datetime(2025, 9, 5, tzinfo=UTC), policy=maker)
+    assert fleet["trades"] > 5, "the range must trade to prove anything"
+    assert_same_run(fleet, engine)
+
+
 @pytest.mark.slow
 def test_the_ensemble_trades_identically_on_both_engines(tmp_path: Path) -> None:
     data = load_dataset(SAMPLE, SYMBOLS, start=datetime(2025, 9, 1, tzinfo=UTC),

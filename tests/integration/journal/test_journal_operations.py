@@ -62,7 +62,7 @@ def check_backup_and_restore(source_url: str, target_url: str, tmp_path: Path,
                "--models", str(models))
     assert made.returncode == 0, made.stderr
     manifest = orjson.loads((out / "manifest.json").read_bytes())
-    assert manifest["journal_revision"] == "0001"
+    assert manifest["journal_revision"] == "0002"
     assert (out / "SHA256SUMS").is_file() and (out / "models.tar.gz").is_file()
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
 

@@ -17,6 +17,8 @@ import pytest
 from pydantic import ValidationError
 
 from quantum.features import (
+    CONTEXT_NAMES,
+    CROSS_NAMES,
     FEATURE_NAMES,
     PARAMETERS,
     SCHEMA_HASH,
@@ -86,9 +88,10 @@ def market(request: pytest.FixtureRequest) -> tuple[pd.DataFrame, pd.DataFrame, 
     return frame, compute_batch(frame), stream(frame)
 
 
-def test_names_are_unique_stable_and_about_49() -> None:
+def test_names_are_unique_stable_and_the_49_of_version_1_come_first() -> None:
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
-    assert 45 <= len(FEATURE_NAMES) <= 55
+    assert len(FEATURE_NAMES) == 49 + len(CONTEXT_NAMES)
+    assert FEATURE_NAMES[49:] == CONTEXT_NAMES and FEATURE_NAMES[-len(CROSS_NAMES):] == CROSS_NAMES
     assert set(REQUIRED) <= set(FEATURE_NAMES)
     assert all(re.fullmatch(r"[a-z][a-z0-9_]*", name) for name in FEATURE_NAMES)
     assert feature_names(FeatureParameters()) == FEATURE_NAMES

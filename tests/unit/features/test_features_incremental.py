@@ -10,6 +10,7 @@ import pytest
 
 from quantum.features.incremental import (
     ExponentialAverage,
+    RollingBeta,
     RollingExtreme,
     RollingWindow,
     WilderAverage,
@@ -89,3 +90,28 @@ def test_exponential_average_needs_one_parameter() -> None:
         ExponentialAverage()
     with pytest.raises(ValueError):
         ExponentialAverage(span=3, alpha=0.5)
+
+
+def test_rolling_beta_matches_a_two_pass_and_waits_out_a_missing_pair() -> None:
+    rng = np.random.default_rng(7)
+    y = rng.normal(0.0, 1e-3, 1500)
+    x = 1.3 * y + rng.normal(0.0, 5e-4, y.size)
+    x[700] = math.nan  # one missing pair
+    window = 100
+    beta = RollingBeta(window)
+    for i in range(y.size):
+        beta.push(float(x[i]), float(y[i]))
+        complete = i >= window - 1 and not (i - window < 700 <= i)
+        assert beta.ready is complete, i
+        if complete:
+            xs, ys = x[i - window + 1 : i + 1], y[i - window + 1 : i + 1]
+            dx, dy = xs - xs.mean(), ys - ys.mean()
+            assert beta.beta() == pytest.approx((dx * dy).sum() / (dy * dy).sum(), rel=1e-12)
+    flat = RollingBeta(3)
+    for value in (0.01, 0.002, 0.002, 0.002):
+        flat.push(value, 0.002)
+    assert flat.ready and flat.beta() == 0.0
+    same = RollingBeta(window)
+    for value in y[:window]:
+        same.push(float(value), float(value))
+    assert same.beta() == 1.0

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantum.features import SCHEMA_HASH
+from quantum.features import CONTEXT_NAMES, FEATURE_NAMES, SCHEMA_HASH
 from quantum.ml import evaluation
 from quantum.ml.dataset import BAR_MS, Dataset, load_dataset
 from quantum.ml.ensemble import fit_weights, mix
@@ -127,6 +127,30 @@ def test_shuffled_labels_score_at_chance(data: Dataset) -> None:
     labels = shuffled.labels[fold.test]
     accuracy = evaluation.balanced_accuracy(probabilities.argmax(axis=1), labels)
     assert abs(accuracy - 1 / 3) < 0.05
+    shares = np.bincount(shuffled.labels[fold.train], minlength=3) / fold.train.size
+    prior_loss = evaluation.log_loss(np.tile(shares, (labels.size, 1)), labels)
+    assert evaluation.log_loss(probabilities, labels) > prior_loss - 0.01
+
+
+def test_shuffled_labels_score_at_chance_on_the_context_features(data: Dataset) -> None:
+    """The same leakage test on the features of schema version 2 alone (funding, basis,
+    regime, BTC's state, beta, cross-sectional ranks: the others held constant), after
+    checking that the dataset really carries them (their availability flags are set)."""
+    context = [FEATURE_NAMES.index(name) for name in CONTEXT_NAMES]
+    for flag in ("funding_available", "basis_available", "btc_available", "beta_available",
+                 "xs_available"):
+        assert data.feature(flag).mean() > 0.99, flag
+    features = np.zeros_like(data.features)
+    features[:, context] = data.features[:, context]
+    rng = np.random.default_rng(5)
+    shuffled = Dataset(data.symbols, features, rng.permutation(data.labels),
+                       data.future_return, data.open_time, data.symbol_index, data.position,
+                       data.returns, data.return_times, data.spec)
+    fold = walk_forward(shuffled.open_time, folds=1, horizon=12)[0]
+    member, _ = fit_member("lightgbm", shuffled, fold.train, TINY)
+    probabilities = member.predict_proba(shuffled.features[fold.test], np.empty(0))
+    labels = shuffled.labels[fold.test]
+    assert abs(evaluation.balanced_accuracy(probabilities.argmax(axis=1), labels) - 1 / 3) < 0.05
     shares = np.bincount(shuffled.labels[fold.train], minlength=3) / fold.train.size
     prior_loss = evaluation.log_loss(np.tile(shares, (labels.size, 1)), labels)
     assert evaluation.log_loss(probabilities, labels) > prior_loss - 0.01

@@ -19,6 +19,7 @@ TARGET = "quantum-trader.target"
 USER = "quantum"
 WATCHDOG_SECONDS = 30
 RESTART_SECONDS = 2
+STOP_TIMEOUT_SECONDS = 30  # SIGTERM to SIGKILL; every state of every service stops within it
 START_LIMIT_INTERVAL_SECONDS = 600
 START_LIMIT_BURST = 5
 EXIT_BAD_CONFIG = 78

@@ -151,14 +151,39 @@ def _install_section() -> list[str]:
     return [
         "## Installing on a host",
         "",
+        "One command, as root, from a checkout (Debian 12; idempotent):",
+        "",
         "```sh",
-        f"# the checkout, with its venv in .venv, is at {INSTALL_ROOT}",
+        "scripts/install.sh            # --wheels DIR installs offline; --extras ml,rl; --start",
+        "scripts/install.sh --uninstall   # --purge also removes edited env files, state, user",
+        "```",
+        "",
+        f"It creates the `{USER}` system user, copies the checkout to `{INSTALL_ROOT}` with "
+        "its venv in `.venv` (the project and its base dependencies: every service starts on "
+        "them, tested), writes "
+        f"`{ENV_DIR}/<name>.env` from `etc/quantum/*.env.example` (0600, root; an existing "
+        "file is never overwritten), installs the units, the target and the journald drop-in "
+        "(`deploy/journald/quantum.conf`: a persistent journal capped at 1 GB and 30 days, "
+        "20,000 lines per unit per 30 s), Redis with `deploy/redis/redis.conf`, runs "
+        f"`systemctl daemon-reload` and enables `{TARGET}`. `--init` initialises a new fleet "
+        "(`quantumctl init`) on first install only. Its steps, by hand:",
+        "",
+        "```sh",
         f"useradd --system --home-dir {STATE_DIR} --shell /usr/sbin/nologin {USER}",
+        f"{INSTALL_ROOT}/.venv/bin/pip install {INSTALL_ROOT}",
         f"install -d -m 0755 {ENV_DIR}",
         "for f in etc/quantum/*.env.example; do",
         f'  target="{ENV_DIR}/$(basename "$f" .example)"',
         '  [ -e "$target" ] || install -m 0600 -o root "$f" "$target"; done',
         "install -m 0644 deploy/systemd/* /etc/systemd/system/",
+        "install -D -m 0644 deploy/journald/quantum.conf "
+        "/etc/systemd/journald.conf.d/quantum.conf",
         f"systemctl daemon-reload && systemctl enable --now {TARGET}",
         "```",
+        "",
+        "On the VPS, check what a container could not: `systemd-analyze security "
+        "quantum-<name>` (2.0 or lower), `systemctl show -p IPAddressDeny,MemoryMax "
+        "quantum-<name>` and that the host has cgroup v2 (`stat -fc %T /sys/fs/cgroup` prints "
+        "`cgroup2fs`), without which systemd accepts `IPAddressDeny=` and `MemoryMax=` "
+        "silently and enforces neither.",
     ]

@@ -28,6 +28,7 @@ from quantum.registry.generate.common import (
 from quantum.registry.generate.docs_services import render_services_doc
 from quantum.registry.generate.docs_streams import render_streams_doc
 from quantum.registry.generate.envfiles import render_common_env, render_service_env
+from quantum.registry.generate.journald import JOURNALD_DROPIN, render_journald
 from quantum.registry.generate.launcher import render_launcher
 from quantum.registry.generate.target import render_target
 from quantum.registry.generate.units import render_unit
@@ -43,6 +44,7 @@ def render(services: Sequence[ServiceSpec] = SERVICES) -> dict[str, str]:
     for spec in services:
         files[f"{UNIT_DIR}/{spec.unit}"] = render_unit(spec)
     files[f"{UNIT_DIR}/{TARGET}"] = render_target(services)
+    files[JOURNALD_DROPIN] = render_journald()
     files[COMMON_ENV_EXAMPLE] = render_common_env()
     for spec in services:
         files[f"{ENV_EXAMPLE_DIR}/{spec.env_file}.example"] = render_service_env(spec)

@@ -36,6 +36,10 @@ after all the exchange answers ``-4116`` and the query resumes. An order that wa
 acknowledged (``open``) and then queried as unknown is kept open and queried again: the
 exchange told us it exists.
 
+Only market entries are sent: a maker entry (``LIMIT``/``GTX``, the policy's
+``sizing.entry_order=maker``) is refused at once with reason ``order_type_unsupported``
+(fail closed, logged as an error), never sent.
+
 Done intents are kept for ``intent_retention_ms`` of event time, not by a count: the book
 must recognise a copy of an order for at least as long as its approval is fresh.
 
@@ -96,6 +100,8 @@ OPEN_STATUSES = ("new", "uncertain", "open")
 QUERY_BACKOFF_S = (0.25, 30.0)  # first wait between queries of an uncertain order, and cap
 MIN_UNKNOWN_QUERIES = 3  # "unknown order" answers needed before an order is declared not placed
 MAX_EXIT_RESENDS = 2  # a reduce-only exit declared not placed is sent again at most this often
+MAKER_UNSUPPORTED = ("maker entries (LIMIT GTX) are not implemented on the Binance venue: "
+                     "set the policy's sizing.entry_order=taker")
 
 
 @dataclass
@@ -262,6 +268,10 @@ class LiveExchange:
     def submit(self, order: OrderRequest, ts: int) -> list[ExecutionReport]:
         if order.client_order_id in self.intents:
             return []
+        if order.order_type != "MARKET":  # fail closed: only market entries are sent here
+            log.error("maker entries are not supported on Binance: order refused",
+                      client_order_id=order.client_order_id, order_type=order.order_type)
+            return [self.refuse(order, ts, "order_type_unsupported", MAKER_UNSUPPORTED)]
         self.clock_ms = max(self.clock_ms, ts)
         self.intents[order.client_order_id] = Intent(
             client_order_id=order.client_order_id, plan_id=order.plan_id,
@@ -326,6 +336,14 @@ class LiveExchange:
                 intent.status = "done"
                 reports.append(self._report_for(intent, "cancel", 0.0, 0.0, 0.0, ts))
         return reports
+
+    @property
+    def resting_entries(self) -> bool:
+        """Never: limit entries are refused (:data:`MAKER_UNSUPPORTED`)."""
+        return False
+
+    def cancel_resting(self, ts: int, reason: str) -> list[ExecutionReport]:
+        return []
 
     def set_levels(self, levels: ExitLevels) -> None:
         position = self.positions.get(levels.symbol)

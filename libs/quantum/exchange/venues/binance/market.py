@@ -62,6 +62,7 @@ INTERVAL_MS: dict[str, int] = {
 }
 
 POLL_SECONDS = 0.25  # how often a quiet socket checks the stop flag
+ALIVE_SECONDS = 1.0  # how often the running loop reports itself alive (watchdog, heartbeat)
 BATCH_LINGER_SECONDS = 0.005  # frames arriving this close together form one batch
 MAX_BATCH = 1000
 CONNECT_TIMEOUT_SECONDS = 15.0
@@ -302,15 +303,29 @@ class LiveSource:
 
     # --- running --------------------------------------------------------------------------
 
-    def run(self, publish: Publish, stop: threading.Event) -> None:
+    def run(self, publish: Publish, stop: threading.Event,
+            alive: Callable[[], None] | None = None) -> None:
         """Publish until ``stop`` is set, reconnecting with back-off on drops.
 
         An exception from ``publish`` (Redis gone) ends the run: the service exits and
-        its supervisor restarts it, resuming from the stream (``resume_from``).
+        its supervisor restarts it, resuming from the stream (``resume_from``). ``alive``
+        (the systemd watchdog, the heartbeat) is called every :data:`ALIVE_SECONDS` from
+        the event loop, whatever the socket is doing (connecting, waiting out a back-off,
+        quiet): a process whose loop turns is alive, with data or without; a loop that is
+        stuck (a blocking call on it) stops calling it.
         """
-        asyncio.run(self._run(publish, stop))
+        asyncio.run(self._run(publish, stop, alive))
 
-    async def _run(self, publish: Publish, stop: threading.Event) -> None:
+    async def _run(self, publish: Publish, stop: threading.Event,
+                   alive: Callable[[], None] | None = None) -> None:
+        keeper = asyncio.create_task(_keep_alive(alive, stop)) if alive is not None else None
+        try:
+            await self._sessions(publish, stop)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+
+    async def _sessions(self, publish: Publish, stop: threading.Event) -> None:
         failures = 0
         while not stop.is_set():
             streamed = await self._session(publish, stop)
@@ -334,8 +349,11 @@ class LiveSource:
                 manager.FSTREAM_DEMO_URL = self.ws_url
             stream_socket = manager.futures_multiplex_socket(self.streams)
             stream_socket.TIMEOUT = READ_TIMEOUT_SECONDS
+            self.log.info("connecting", streams=len(self.streams))
             try:
-                await asyncio.wait_for(stream_socket.__aenter__(), CONNECT_TIMEOUT_SECONDS)
+                if not await _unless_stopped(stream_socket.__aenter__(), stop,
+                                             CONNECT_TIMEOUT_SECONDS):
+                    return False  # asked to stop while connecting
             except (OSError, TimeoutError, WebSocketException) as e:
                 self.log.warning("connect_failed", error=f"{type(e).__name__}: {e}")
                 return False
@@ -610,3 +628,37 @@ async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
         if remaining <= 0:
             return
         await asyncio.sleep(min(POLL_SECONDS, remaining))
+
+
+async def _keep_alive(alive: Callable[[], None], stop: threading.Event) -> None:
+    """Call ``alive`` every :data:`ALIVE_SECONDS` while the event loop turns. An error from
+    it (Redis briefly gone, for the heartbeat) is logged, never fatal: the publish path
+    is what decides whether the bus is down."""
+    while not stop.is_set():
+        try:
+            alive()
+        except Exception as e:  # noqa: BLE001 - liveness must not end the feed
+            log.warning("alive_failed", error=f"{type(e).__name__}: {e}")
+        await asyncio.sleep(ALIVE_SECONDS)
+
+
+async def _unless_stopped(awaitable: Any, stop: threading.Event, timeout: float) -> bool:
+    """Await ``awaitable`` for at most ``timeout`` seconds (raising :class:`TimeoutError`),
+    giving up early (False) once ``stop`` is set, so a SIGTERM during a connect that hangs
+    ends the process promptly."""
+    task = asyncio.ensure_future(awaitable)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while not task.done():
+            if stop.is_set():
+                return False
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"no connection within {timeout:.0f}s")
+            await asyncio.wait({task}, timeout=min(POLL_SECONDS, remaining))
+        task.result()
+        return True
+    finally:
+        if not task.done():
+            task.cancel()

@@ -3,6 +3,14 @@
 * An entry order is acknowledged at once and filled at the **open of the next tick** of its
   symbol (the first tick later than the bar that produced it), with adverse slippage and
   the taker fee. It is rejected (Binance code -2019) when free margin cannot cover it.
+* A **maker entry** (``LIMIT`` with ``time_in_force`` ``GTX``, post-only) is rejected when
+  placed if it would take liquidity (a buy at or above the last price, a sell at or below
+  it: Binance code -5022); otherwise it rests. It fills only when a later bar trades
+  *through* its price (a buy: the bar's low strictly below the limit; a sell: the high
+  strictly above; a touch is not a fill), in full, at the limit price, without slippage,
+  with the maker fee. Not filled by the tick at ``expires_at`` (event time) it is cancelled
+  (``cancel``, reason ``expired``); resting orders are part of the book's state, so they
+  survive a restart like everything else.
 * A reduce-only exit fills at the price it names (the level the exit-brain saw touched):
   take-profits as limit orders without slippage, everything else as market orders with it.
 * Funding is charged at each settlement a tick carries: ``quantity × mark × rate``, paid by
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from quantum.contracts.events import (
+    POST_ONLY_REJECTED,
     BookSource,
     BookSummary,
     ExecutionReport,
@@ -47,6 +56,8 @@ from quantum.exchange.venues.paper.config import DEFAULT_ORDER_RETENTION_MS, Pap
 DUST = 1e-9  # a remaining quantity below this share of the original closes the position
 MARGIN_INSUFFICIENT = -2019
 REDUCE_ONLY_REJECTED = -2022
+POST_ONLY_MESSAGE = ("Due to the order could not be executed as maker, the Post Only order "
+                     "will be rejected.")
 
 
 @dataclass
@@ -72,6 +83,7 @@ class PaperExchange:
     seen_orders: dict[str, int] = field(default_factory=dict)  # client order id -> event ms
     clock_ms: int = 0
     order_retention_ms: int = DEFAULT_ORDER_RETENTION_MS
+    maker_fee: float = 0.0002  # after the defaulted fields: snapshots without it still load
 
     def __post_init__(self) -> None:
         if self.balance == 0.0 and not self.positions:
@@ -108,7 +120,7 @@ class PaperExchange:
     def fresh(cls, config: PaperConfig) -> PaperExchange:
         """An empty book with these economics (the wallet at its initial balance)."""
         return cls(initial_balance=config.initial_balance, taker_fee=config.taker_fee,
-                   slippage_bps=config.slippage_bps,
+                   maker_fee=config.maker_fee, slippage_bps=config.slippage_bps,
                    maintenance_margin_rate=config.maintenance_margin_rate,
                    order_retention_ms=config.order_retention_ms)
 
@@ -194,13 +206,24 @@ class PaperExchange:
         return self._report("reject", order, None, 0.0, 0.0, 0.0, ts, reason=reason,
                             message=message)
 
+    def takes_liquidity(self, order: OrderRequest) -> bool:
+        """Whether a limit order would match at once against the last price (a buy at or
+        above it, a sell at or below): what a post-only order must not do."""
+        assert order.limit_price is not None
+        last = self.last_price.get(order.symbol, order.reference_price)
+        return order.limit_price >= last if order.side == "BUY" else order.limit_price <= last
+
     def submit(self, order: OrderRequest, ts: int) -> list[ExecutionReport]:
-        """Queue an entry order for the next tick; duplicates (same client id) are ignored."""
+        """Queue an entry order for the next tick, or rest a post-only limit order (refused
+        if it would take liquidity); duplicates (same client id) are ignored."""
         if order.client_order_id in self.seen_orders:
             return []
         self.clock_ms = max(self.clock_ms, ts)
         self.seen_orders[order.client_order_id] = ts
         self._forget_old_orders()
+        if order.order_type == "LIMIT" and self.takes_liquidity(order):
+            return [self._report("reject", order, None, 0.0, 0.0, 0.0, ts, reason=order.reason,
+                                 code=POST_ONLY_REJECTED, message=POST_ONLY_MESSAGE)]
         self.pending.setdefault(order.symbol, []).append(
             PendingOrder(order.model_dump(mode="json"), order.bar_time)
         )
@@ -241,11 +264,15 @@ class PaperExchange:
             liquidation_price=self.liquidation_price(position) if position else 0.0,
         )
 
-    def _fill_entry(self, pending: PendingOrder, tick: Tick) -> list[ExecutionReport]:
-        order = OrderRequest.model_validate(pending.order)
-        price = self._slip(tick.open, order.side)
+    def _fill_entry(self, order: OrderRequest, tick: Tick) -> list[ExecutionReport]:
+        """A market entry at the tick's open (slipped, taker fee), or a resting limit entry
+        the tick traded through, at its limit (maker fee)."""
+        if order.limit_price is not None:
+            price, rate = order.limit_price, self.maker_fee
+        else:
+            price, rate = self._slip(tick.open, order.side), self.taker_fee
         notional = order.quantity * price
-        fee = notional * self.taker_fee
+        fee = notional * rate
         free = self.equity() - self.used_margin()
         refusal = None
         if notional / order.leverage + fee > free:
@@ -299,7 +326,16 @@ class PaperExchange:
             if pending.submitted_ts >= tick.ts:
                 self.pending.setdefault(tick.symbol, []).append(pending)
                 continue
-            reports.extend(self._fill_entry(pending, tick))
+            order = OrderRequest.model_validate(pending.order)
+            if order.limit_price is not None and not self._traded_through(order, tick):
+                if order.expires_at is not None and tick.ts >= order.expires_at:
+                    reports.append(self._report("cancel", order, None, 0.0, 0.0, 0.0, tick.ts,
+                                                reason="expired",
+                                                message="not filled before it expired"))
+                else:
+                    self.pending.setdefault(tick.symbol, []).append(pending)
+                continue
+            reports.extend(self._fill_entry(order, tick))
             changed = True
         position = self.positions.get(tick.symbol)
         if position is None:
@@ -320,6 +356,15 @@ class PaperExchange:
             return reports, closed, True
         position.mark_price = tick.mark_price or tick.close
         return reports, closed, changed
+
+    @staticmethod
+    def _traded_through(order: OrderRequest, tick: Tick) -> bool:
+        """Whether the bar traded through a resting limit: strictly beyond it, so that the
+        queue ahead of the order at that price was certainly filled."""
+        assert order.limit_price is not None
+        if order.side == "BUY":
+            return tick.low < order.limit_price
+        return tick.high > order.limit_price
 
     def _reduce(
         self,
@@ -446,6 +491,32 @@ class PaperExchange:
         self.pending.clear()
         return reports
 
+    @property
+    def resting_entries(self) -> bool:
+        """Whether a limit entry rests on the book (waiting to be traded through)."""
+        return any(p.order.get("order_type") == "LIMIT"
+                   for orders in self.pending.values() for p in orders)
+
+    def cancel_resting(self, ts: int, reason: str) -> list[ExecutionReport]:
+        """Cancel every resting limit entry (the emergency stop blocks new risk); market
+        entries waiting for their next tick are left to fill as before."""
+        self.clock_ms = max(self.clock_ms, ts)
+        reports = []
+        for symbol in sorted(self.pending):
+            kept = []
+            for pending in self.pending[symbol]:
+                if pending.order.get("order_type") != "LIMIT":
+                    kept.append(pending)
+                    continue
+                order = OrderRequest.model_validate(pending.order)
+                reports.append(self._report("cancel", order, None, 0.0, 0.0, 0.0, ts,
+                                            reason=reason, message="cancelled: " + reason))
+            if kept:
+                self.pending[symbol] = kept
+            else:
+                del self.pending[symbol]
+        return reports
+
     def set_levels(self, levels: ExitLevels) -> None:
         """Nothing rests on a paper book: the exit-brain's harvests are the only exits."""
         return None
@@ -490,4 +561,6 @@ class PaperExchange:
             net_exposure=sum(p.sign * p.notional for p in self.positions.values()),
             positions=views,
             pending_orders=sum(len(v) for v in self.pending.values()),
+            pending_plans=tuple(p.order["plan_id"] for symbol in sorted(self.pending)
+                                for p in self.pending[symbol]),
         )

@@ -1,8 +1,8 @@
 """How execution builds the paper venue from its settings (``QT_EXCHANGE=paper``).
 
-Keys read: ``initial_balance``, ``taker_fee``, ``slippage_bps``, ``maintenance_margin_rate``
-(the economics of a fresh book), ``book_record_dir`` and ``redis_url`` (where the book's
-durable local record lives, and whose fleet it belongs to).
+Keys read: ``initial_balance``, ``taker_fee``, ``maker_fee``, ``slippage_bps``,
+``maintenance_margin_rate`` (the economics of a fresh book), ``book_record_dir`` and
+``redis_url`` (where the book's durable local record lives, and whose fleet it belongs to).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def default_record_dir() -> Path:
 def paper_config(settings: Any, *, order_retention_ms: int) -> PaperConfig:
     """The economics of a fresh book, from execution's settings."""
     return PaperConfig(initial_balance=settings.initial_balance, taker_fee=settings.taker_fee,
+                       maker_fee=settings.maker_fee,
                        slippage_bps=settings.slippage_bps,
                        maintenance_margin_rate=settings.maintenance_margin_rate,
                        order_retention_ms=order_retention_ms)
