@@ -27,7 +27,8 @@ class Settings(FleetSettings):
     shadow_margin: the candidate must beat the active model by at least this much on the
         shadow metric to count as better there (reported; the backtest decides).
     retrain_on_drift: start a run when the live features drift from the active version's
-        training distribution (PSI, :mod:`quantum.ml.drift`, computed here from the bars).
+        training distribution (PSI, :mod:`quantum.ml.drift`, computed here from the
+        served feature vectors).
     drift_threshold: a feature PSI above this is drift.
     drift_window: feature vectors (all symbols) in the rolling PSI window.
     drift_every: feature vectors between PSI computations.

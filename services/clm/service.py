@@ -9,15 +9,17 @@ by backtest, rollback.
   as the ai-engine's monitor). It computes it itself rather than listening to the
   ai-engine's ``feature_drift`` events because the ai-engine only monitors drift while it
   serves the ensemble (the fleet's default is the baseline), while a registry version can
-  drift from the market whatever is served; and the CLM already computes the features. A
+  drift from the market whatever is served; and the CLM already reads the vectors. A
   PSI above ``drift_threshold`` starts a run (trigger ``drift``) once
   ``drift_retrain_interval_s`` has passed since the last run of any kind.
 * The candidate is shadow-tested against the active version on live bars
   (:mod:`quantum.ml.shadow`), on the metric declared in the settings when the test starts.
-  The CLM reads ``market.klines`` and computes the unified features itself with the same
-  streaming code as the feature-publisher (one definition, so the same numbers), which
-  keeps the ``features`` stream to its one consumer, the ai-engine. After a restart it
-  warms up from the bars its group already handled.
+  The CLM consumes the served ``features`` stream, so drift and the shadow test judge the
+  models on exactly the vectors the ai-engine is served (the cross-symbol, funding and
+  basis features included, which one symbol's bars alone cannot give). A vector whose
+  ``schema_hash`` is not the running code's is skipped with a warning and counted in
+  ``quantum_clm_vectors_refused_total``. After a restart it rebuilds its return windows
+  from the vectors its group already handled.
 * When the shadow test has its rows, both versions are **backtested** over its window (the
   same bars, after the features' warm-up) through the in-process engine with full costs and
   the live policy, in a child process (:mod:`services.clm.judge`). The candidate is promoted
@@ -47,14 +49,14 @@ from quantum.bus.envelope import Envelope, new_envelope
 from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import (
-    Kline,
+    FeatureVector,
     PolicyUpdated,
     RetrainingCompleted,
     RetrainingStarted,
     ShadowCompleted,
 )
-from quantum.contracts.streams import LEARNING_EVENTS, MARKET_KLINES, POLICY_UPDATED
-from quantum.features import FEATURE_NAMES, WARMUP_BARS, StreamingFeatures
+from quantum.contracts.streams import FEATURES, LEARNING_EVENTS, POLICY_UPDATED
+from quantum.features import FEATURE_NAMES, SCHEMA_HASH
 from quantum.ml.drift import DriftMonitor
 from quantum.ml.registry import ModelRefused, ModelRegistry
 from quantum.models.ensemble import ReturnWindows, ServedEnsemble
@@ -68,6 +70,9 @@ PROMOTIONS = Counter("quantum_clm_shadow_decisions_total", "Shadow test decision
 SHADOW_RESOLVED = Gauge("quantum_clm_shadow_resolved", "Resolved predictions in the shadow test")
 DRIFT_PSI = Gauge("quantum_clm_feature_psi_max",
                   "Largest feature PSI of the live bars against the active version's training")
+REFUSED = Counter("quantum_clm_vectors_refused_total",
+                  "Feature vectors skipped: another schema hash, or names missing", ["reason"])
+WARMUP_VECTORS = 5_000  # handled vectors read at restart: 64-bar return windows of ~50 symbols
 
 log = structlog.get_logger(service=NAME)
 
@@ -97,8 +102,8 @@ class Clm(ServiceBase):
         self.drift_seen = 0
         self.drift_detail: str | None = None  # drift seen and not yet acted upon
         self.windows = ReturnWindows()
-        self.features: dict[str, StreamingFeatures] = {}
         self.last_open: dict[str, int] = {}
+        self.foreign: set[str] = set()  # schema hashes already warned about
         self._last_ts = 0
         self._dirty = False
 
@@ -120,37 +125,49 @@ class Clm(ServiceBase):
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Rebuild feature state from the bars this group already acknowledged."""
-        self.features.clear()
+        """Rebuild the return windows from the vectors this group already acknowledged."""
         self.last_open.clear()
         self.windows = ReturnWindows()
-        for event in self.history.handled(MARKET_KLINES, NAME, (WARMUP_BARS + 100) * 20):
-            if isinstance(event.payload, Kline):
-                self._bar(event.payload, None)
+        for event in self.history.handled(FEATURES, NAME, WARMUP_VECTORS):
+            if isinstance(event.payload, FeatureVector):
+                self._vector(event.payload, None)
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
-        if isinstance(event.payload, Kline):
+        if isinstance(event.payload, FeatureVector):
             self._last_ts = max(self._last_ts, event.ts)
-            self._bar(event.payload, out)
+            self._vector(event.payload, out)
 
-    def _bar(self, kline: Kline, out: Outbox | None) -> None:
-        """Features of one closed bar, then the shadow test (when one is running)."""
-        if kline.open_time <= self.last_open.get(kline.symbol, -1):
+    def _usable(self, vector: FeatureVector) -> bool:
+        """A vector of the running code's feature schema, every feature present."""
+        if vector.schema_hash != SCHEMA_HASH:
+            REFUSED.labels("schema_hash").inc()
+            if vector.schema_hash not in self.foreign:  # once per hash, not once per bar
+                self.foreign.add(vector.schema_hash)
+                log.warning("feature vectors skipped: another feature schema",
+                            symbol=vector.symbol, schema_hash=vector.schema_hash,
+                            running=SCHEMA_HASH)
+            return False
+        missing = [n for n in FEATURE_NAMES if n not in vector.values]
+        if missing:
+            REFUSED.labels("missing").inc()
+            log.warning("feature vector skipped: features missing", symbol=vector.symbol,
+                        open_time=vector.open_time, missing=",".join(missing[:5]))
+            return False
+        return True
+
+    def _vector(self, vector: FeatureVector, out: Outbox | None) -> None:
+        """One served feature vector: drift, then the shadow test (when one is running)."""
+        if vector.open_time <= self.last_open.get(vector.symbol, -1):
             return  # a bar already seen (redelivery)
-        self.last_open[kline.symbol] = kline.open_time
-        state = self.features.setdefault(kline.symbol, StreamingFeatures())
-        try:
-            values = state.update(kline.open, kline.high, kline.low, kline.close, kline.volume)
-        except ValueError as e:
-            log.warning("bar skipped", symbol=kline.symbol, reason=str(e))
+        if not self._usable(vector):
             return
-        if values is None:
-            return
-        window = self.windows.update(kline.symbol, kline.close_time, values["log_ret_1"])
+        self.last_open[vector.symbol] = vector.open_time
+        values = vector.values
+        window = self.windows.update(vector.symbol, vector.close_time, values["log_ret_1"])
         self._watch_drift(values)
         if self.shadow is None or out is None:
             return
-        self.shadow.observe(kline.symbol, kline.close_time, kline.close, values, window)
+        self.shadow.observe(vector.symbol, vector.close_time, vector.close, values, window)
         SHADOW_RESOLVED.set(self.shadow.resolved)
         if self.shadow.done:  # the window is complete: backtest it (on_idle starts the job)
             self.judging, self.shadow = self.shadow, None
@@ -212,9 +229,11 @@ class Clm(ServiceBase):
             self.drift_detail = None
             if active is not None:
                 try:
+                    # a version of another feature schema has no comparable reference
+                    self.registry.verify(active)
                     self.drift = DriftMonitor(self.registry.reference(active),
                                               self.settings.drift_window)
-                except (OSError, ValueError, KeyError) as e:
+                except (ModelRefused, OSError, ValueError, KeyError) as e:
                     log.error("no drift reference", version=active, reason=str(e))
         return self.drift
 

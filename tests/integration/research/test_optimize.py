@@ -99,3 +99,32 @@ def test_a_bad_storage_url_is_one_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "--storage must be a postgresql:// or sqlite:/// URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_walkforward_reports_every_strategy_on_every_test_block(tmp_path: Path) -> None:
+    from quantum.research.walkforward import run_walkforward
+
+    report = run_walkforward(research(tmp_path / "work"), progress=lambda _: None)
+    assert len(report["folds"]) == 2
+    names = {"edge", "flat", "buy_and_hold", "momentum", "baseline"}
+    fields = {"net_return", "sharpe", "max_drawdown", "trades", "fees", "funding", "turnover",
+              "exposure", "long_share", "short_share"}
+    for fold in report["folds"]:
+        assert set(fold["results"]) == names
+        assert all(fields <= set(row) for row in fold["results"].values())
+        assert fold["results"]["flat"]["trades"] == 0
+        assert fold["calibration"]["rows"] > 0  # the edge model's calibration on the test block
+        # nothing of the test block was used to fit: the model's train range ends before it
+        assert fold["train"][1] <= fold["test"][0]
+    assert set(report["total"]) == names
+    assert report["verdict"]["folds"] == 2
+
+
+def test_bad_walkforward_arguments_are_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "quantum.ctl", "walkforward", "--data", str(SAMPLE),
+         "--symbols", "BTCUSDT", "--entry", "limit"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--entry must be taker or maker" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -213,7 +213,7 @@ def test_a_corrupt_member_is_left_out_and_named(registry: tuple[ModelRegistry, s
     assert "xgboost" not in ensemble.members
     assert "sha256" in ensemble.missing["xgboost"]
     assert not ensemble.quorate  # 1 of the 2 required: no prediction at all
-    assert ensemble.predict_proba(np.zeros((1, 49), np.float32), None) is None
+    assert ensemble.predict_proba(np.zeros((1, len(FEATURE_NAMES)), np.float32), None) is None
 
 
 def test_loading_refuses_a_schema_mismatch_and_a_bad_shared_file(
