@@ -12,7 +12,8 @@
 # an existing file is never overwritten); installs the units, the target, any timers and
 # the journald drop-in; installs Redis's shipped configuration (deploy/redis/redis.conf as
 # /etc/redis/quantum.conf, included from /etc/redis/redis.conf) and restarts it; then
-# `systemctl daemon-reload` and enables the target (started with --start). --init runs
+# `systemctl daemon-reload`, enables the target (started with --start) and enables and
+# starts the timers (--no-enable does neither). --init runs
 # `quantumctl init` (a NEW fleet on this Redis: never after a Redis that lost its state,
 # see docs/RUNBOOK.md).
 #
@@ -54,7 +55,7 @@ while [ $# -gt 0 ]; do
     --init) INIT=1; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
     --purge) PURGE=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -175,7 +176,11 @@ fi
 
 systemctl daemon-reload
 systemctl restart systemd-journald.service || true
-if [ "$ENABLE" = 1 ]; then systemctl enable quantum-trader.target >/dev/null; fi
+if [ "$ENABLE" = 1 ]; then
+  systemctl enable quantum-trader.target >/dev/null
+  # the timers only schedule their jobs (verify, health checks, backup): started at once
+  for unit in $(units | grep -E '\.timer$'); do systemctl enable --now "$unit" >/dev/null; done
+fi
 if [ "$INIT" = 1 ]; then
   (set -a; . "$ETC/common.env"; set +a
    "$PREFIX/.venv/bin/quantumctl" init --redis-url "${QT_REDIS_URL:-redis://127.0.0.1:6379/0}")

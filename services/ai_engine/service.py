@@ -78,7 +78,8 @@ NO_QUORUM = Counter("quantum_ai_no_quorum_total",
                     "Feature events with no prediction: fewer members than the quorum")
 MEMBER_LOADED = Gauge("quantum_ai_member_loaded", "1 when an ensemble member is loaded",
                       ["member"])
-MODEL_LOADED = Gauge("quantum_ai_model_loaded", "1 when a model is being served")
+MODEL_LOADED = Gauge("quantum_ai_model_loaded",
+                     "1 when a model is being served (an ensemble below its quorum is not)")
 PSI = Gauge("quantum_ai_feature_psi", "PSI of a feature against the training set", ["feature"])
 PSI_MAX = Gauge("quantum_ai_feature_psi_max", "Largest feature PSI against the training set")
 INFERENCE = Histogram("quantum_ai_inference_seconds", "Prediction time per batch of events",
@@ -172,7 +173,7 @@ class AiEngine(ServiceBase):
         self.load_error = None
         self.drift = DriftMonitor(reference, self.drift_window)
         self.drift_alerted = False
-        MODEL_LOADED.set(1)
+        MODEL_LOADED.set(1 if ensemble.quorate else 0)  # below the quorum nothing is served
         for member in ensemble.expected:
             MEMBER_LOADED.labels(member).set(1 if member in ensemble.members else 0)
         if ensemble.missing:

@@ -7,10 +7,14 @@ bind-mounted read-only and installed by ``scripts/install.sh --wheels`` from the
 cached wheelhouse (:mod:`quantum.registry.installset`).
 
 In order, as one operator's session would go (the tests share one machine):
-the install; every unit ``active (running)`` (``Type=notify``: systemd marks it active
-only on ``READY=1``); ``systemd-analyze security`` ≤ 2.0 inside; a paced replay trading
+the install; the registry's timers enabled, each with a next run; every unit ``active
+(running)`` (``Type=notify``: systemd marks it active only on ``READY=1``); the verify
+timer's job started by hand, succeeding with its JSON line and its success in Redis;
+``quantumctl status --json`` reporting each unit's systemd state and timer runs as
+``systemctl show`` does; ``systemd-analyze security`` ≤ 2.0 inside; a paced replay trading
 through the units; then the market-publisher switched to live with no route to Binance;
-``kill -9`` of each service's main PID and its recovery; a SIGSTOP-ed service restarted by
+``kill -9`` of each service's main PID and its recovery (and its ``unit_restarts`` flag in
+the truth map); a SIGSTOP-ed service restarted by
 the watchdog; a configuration error failing its unit once, with the key in the journal;
 the live publisher still active after ``QT_TEST_SYSTEMD_LIVE_SECONDS`` (default 240 s:
 eight watchdog periods; the issue asks ten minutes, which ``QT_TEST_SYSTEMD_LIVE_SECONDS=600``
@@ -35,11 +39,12 @@ import pytest
 from tests.systemd.machine import Machine, build_root, cannot_boot
 
 from quantum.registry import installset
-from quantum.registry.fleet import REPLAY_KEY, SERVICES
+from quantum.registry.fleet import REPLAY_KEY, SERVICES, TIMERS, TIMERS_KEY
 from quantum.registry.generate.common import STOP_TIMEOUT_SECONDS, WATCHDOG_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = [spec.unit for spec in SERVICES]
+QUANTUMCTL = "/opt/quantum-trader/.venv/bin/quantumctl"
 PUBLISHER = "quantum-market-publisher.service"
 STOPPED = "quantum-feature-publisher.service"  # the one SIGSTOP-ed
 MISCONFIGURED = "quantum-rl-feedback.service"
@@ -135,6 +140,17 @@ def test_install_is_one_command_and_idempotent(machine: Machine) -> None:
     assert machine.sh("redis-cli CONFIG GET appendonly").split()[1] == "yes"
 
 
+def test_the_timers_are_installed_and_scheduled(machine: Machine) -> None:
+    listed = machine.sh("systemctl list-timers --all --no-pager 'quantum-*'")
+    REPORT["timers_listed"] = listed.strip().splitlines()
+    for timer in TIMERS:
+        info = machine.show(timer.timer, "ActiveState", "UnitFileState",
+                            "NextElapseUSecRealtime")
+        assert info["ActiveState"] == "active" and info["UnitFileState"] == "enabled", info
+        assert info["NextElapseUSecRealtime"], (timer.timer, info)  # a next run
+        assert timer.timer in listed, listed
+
+
 def test_every_unit_reaches_active_running_with_ready(machine: Machine) -> None:
     started = time.monotonic()
     machine.run(["systemctl", "start", "quantum-trader.target"], timeout=PATIENCE_SECONDS)
@@ -152,6 +168,60 @@ def test_every_unit_reaches_active_running_with_ready(machine: Machine) -> None:
     for unit in UNITS:
         info = machine.show(unit, "Type", "NRestarts", "WatchdogUSec")
         assert info["Type"] == "notify" and info["NRestarts"] == "0", (unit, info)
+
+
+def test_a_timer_job_runs_and_records_its_success(machine: Machine) -> None:
+    """The verify timer's service, started by hand as an operator would: it reads Redis and
+    systemd (as the quantum user, over D-Bus), finds no drift, logs one JSON result line
+    and records its success where the dashboard exports it."""
+    job = "quantum-verify.service"
+    started = time.monotonic()
+    done = machine.run(["systemctl", "start", job], check=False, timeout=PATIENCE_SECONDS)
+    REPORT["verify_job_seconds"] = round(time.monotonic() - started, 1)
+    journal = machine.sh(f"journalctl -u {job} --no-pager -o cat", check=False)
+    assert done.returncode == 0, (done.stderr, journal[-3000:])
+    results = [json.loads(line) for line in journal.splitlines()
+               if line.startswith("{") and '"timer_result"' in line]
+    assert len(results) == 1 and results[0]["ok"] is True, journal[-3000:]
+    assert "systemd: present" in results[0]["detail"], results[0]
+    REPORT["verify_job_result"] = results[0]
+    info = machine.show(job, "Result", "ExecMainStatus")
+    assert info == {"Result": "success", "ExecMainStatus": "0"}, info
+    stored = json.loads(machine.sh(f"redis-cli --raw HGET {TIMERS_KEY} verify"))
+    assert stored["last_ok"] is True and stored["last_success"] > 0, stored
+
+
+def test_status_shows_the_systemd_state(machine: Machine) -> None:
+    """What ``quantumctl status --json`` says of each unit is what ``systemctl show`` says
+    (read just before and after it), and each failed or restarted unit is flagged."""
+    props = ("ActiveState", "SubState", "NRestarts", "ExecMainStatus")
+    before = {unit: machine.show(unit, *props) for unit in UNITS}
+    document = json.loads(machine.run([QUANTUMCTL, "status", "--json"]).stdout)
+    after = {unit: machine.show(unit, *props) for unit in UNITS}
+    section = document["systemd"]
+    assert section["present"] is True, section
+    states = {row["unit"]: row for row in section["units"]}
+    assert sorted(states) == sorted(UNITS)
+    flagged = {(flag["kind"], flag["subject"]) for flag in document["flags"]}
+    for unit, row in states.items():
+        seen = (row["active_state"], row["sub_state"], str(row["restarts"]),
+                str(row["exit_status"]))
+        assert seen in {tuple(before[unit][p] for p in props),
+                        tuple(after[unit][p] for p in props)}, (unit, row, before[unit])
+        assert row["fragment_path"] == f"/etc/systemd/system/{unit}"
+        assert (row["active_state"] == "failed") == (("unit_failed", unit) in flagged)
+        assert bool(row["restarts"]) == (("unit_restarts", unit) in flagged)
+    timers = {row["timer"]: row for row in section["timers"]}
+    assert sorted(timers) == sorted(timer.timer for timer in TIMERS)
+    assert all(row["next_run"] for row in timers.values()), timers
+    assert all(("timer_never_ran", name) in flagged for name, row in timers.items()
+               if row["last_run"] is None)
+    kinds = {flag["kind"] for flag in document["flags"]}
+    assert not kinds & {"unit_not_installed", "unit_file_differs"}, document["flags"]
+    REPORT["status_systemd_flags"] = [f for f in document["flags"]
+                                      if f["kind"].startswith(("unit_", "timer_"))]
+    text = machine.run([QUANTUMCTL, "status"]).stdout
+    assert "systemd units" in text and "systemd timers" in text, text[-2000:]
 
 
 def test_security_exposure_is_at_most_two_inside(machine: Machine) -> None:
@@ -207,6 +277,9 @@ def test_kill_9_of_each_main_pid_brings_it_back(machine: Machine) -> None:
         REPORT["kill9_to_active_seconds"][unit] = round(time.monotonic() - killed, 1)
         after = machine.show(unit, "NRestarts")
         assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+        flags = json.loads(machine.run([QUANTUMCTL, "status", "--json"]).stdout)["flags"]
+        assert any(flag["kind"] == "unit_restarts" and flag["subject"] == unit
+                   for flag in flags), flags  # the truth map sees the restart
 
 
 def test_a_service_that_stops_pinging_is_restarted_by_the_watchdog(machine: Machine) -> None:

@@ -109,6 +109,7 @@ def _render(document: dict[str, Any], console: Console) -> None:
     colour = "green" if durability.get("durable") else "yellow"
     console.print(f"redis: [{colour}]{durability.get('detail', 'unknown')}[/]; fleet epoch "
                   f"{trading.get('fleet_epoch') or '[red]missing[/]'}")
+    _render_systemd(document.get("systemd"), console)
     if document["flags"]:
         flags = Table(title="flags")
         for column in ("kind", "subject", "detail"):
@@ -120,12 +121,42 @@ def _render(document: dict[str, Any], console: Console) -> None:
         console.print("no flags: the live system matches the registry")
 
 
+def _render_systemd(section: dict[str, Any] | None, console: Console) -> None:
+    from rich.table import Table
+
+    if not section or not section["present"]:
+        console.print((section or {}).get("detail", "systemd: not present"))
+        return
+    units = Table(title="systemd units")
+    for column in ("unit", "state", "restarts", "exit status", "file"):
+        units.add_column(column)
+    for row in [*section["units"], *section.get("jobs", [])]:
+        colour = {"active": "green", "failed": "red"}.get(row["active_state"], "yellow")
+        units.add_row(row["unit"], f"[{colour}]{row['active_state']} ({row['sub_state']})[/]",
+                      str(row["restarts"] if row["restarts"] is not None else ""),
+                      str(row["exit_status"] if row["exit_status"] is not None else ""),
+                      row["fragment_path"] or "not installed")
+    console.print(units)
+    timers = Table(title="systemd timers")
+    for column in ("timer", "state", "last run", "next run"):
+        timers.add_column(column)
+    for row in section["timers"]:
+        timers.add_row(row["timer"], str(row["active_state"]), row["last_run"] or "never",
+                       row["next_run"] or "-")
+    console.print(timers)
+
+
+def _truth(redis_url: str) -> dict[str, Any]:
+    from quantum.ctl import systemd
+    from quantum.ctl.truth import truth_map
+
+    return systemd.add_to(truth_map(connect(redis_url), live_state()))
+
+
 @app.command()
 def status(redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False) -> None:
     """Services, streams and consumer groups, with everything that looks wrong flagged."""
-    from quantum.ctl.truth import truth_map
-
-    document = truth_map(connect(redis_url), live_state())
+    document = _truth(redis_url)
     if json:
         print_json(document)
     else:
@@ -136,11 +167,12 @@ def status(redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False) -> None:
 def report(redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False) -> None:
     """The whole truth map as one document: services, streams, flags, DLQ, supervisor."""
     from quantum.bus.streams import DLQ
+    from quantum.ctl import systemd
     from quantum.ctl.truth import drift, truth_map
 
     client = connect(redis_url)
     state = live_state()
-    document = truth_map(client, state)
+    document = systemd.add_to(truth_map(client, state))
     info = client.info("server")
     document["redis"] = {"url": redact_url(redis_url), "version": info.get("redis_version")}
     document["supervisor"] = None if state is None else {
@@ -167,9 +199,11 @@ def report(redis_url: RedisUrl = DEFAULT_REDIS_URL, json: Json = False) -> None:
 @app.command()
 def verify(redis_url: RedisUrl = DEFAULT_REDIS_URL) -> None:
     """Compare the live system with the registry; exit 1 on any difference."""
-    from quantum.ctl.truth import drift, truth_map
+    from quantum.ctl.truth import drift
 
-    differences = drift(truth_map(connect(redis_url), live_state()))
+    document = _truth(redis_url)
+    typer.echo(document["systemd"]["detail"])
+    differences = drift(document)
     for flag in differences:
         typer.echo(f"{flag['kind']}: {flag['subject']}: {flag['detail']}")
     if differences:

@@ -12,7 +12,8 @@ import typer
 
 import quantum.ctl.books_cmd  # trades, profit, balance, restart
 import quantum.ctl.notify_cmd
-import quantum.ctl.research_cmd  # noqa: F401  (walkforward, optimize; the other groups)
+import quantum.ctl.research_cmd  # walkforward, optimize; the other groups
+import quantum.ctl.timer_cmd  # noqa: F401  (timer run)
 from quantum.ctl import fleet_cmd, models_cmd, replay_cmd, risk_cmd, rl_cmd  # noqa: F401
 from quantum.ctl.cli import PROG, app
 

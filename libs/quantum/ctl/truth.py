@@ -22,6 +22,10 @@ operator and a script see the same facts:
   ``redis_not_durable``   the Redis does not keep its data (AOF off, or keys may be evicted):
                           a restart would lose the ESS, the books and the guards
 
+Where systemd runs, :mod:`quantum.ctl.systemd` adds the units' and timers' state and its
+own flags (``unit_failed``, ``unit_restarts``, ``unit_not_installed``, ``unit_file_differs``,
+``timer_never_ran``).
+
 ``verify`` fails on the kinds in :data:`DRIFT_KINDS`; the rest are runtime hazards that
 ``status`` shows.
 """
@@ -46,6 +50,7 @@ from quantum.registry.fleet import STATE_PREFIX
 DRIFT_KINDS = frozenset({
     "missing_heartbeat", "missing_group", "orphan_group", "undeclared_stream",
     "undeclared_state_key",
+    "unit_not_installed", "unit_file_differs",  # quantum.ctl.systemd, where systemd runs
 })
 _LAG_PAGE = 10_000
 
@@ -172,7 +177,7 @@ def stream_row(
 
 
 def _owned_state_keys() -> set[str]:
-    return {key for spec in fleet.SERVICES for key in spec.state_keys}
+    return {key for spec in fleet.SERVICES for key in spec.state_keys} | {fleet.TIMERS_KEY}
 
 
 def _is_owned(key: str, owned: set[str]) -> bool:

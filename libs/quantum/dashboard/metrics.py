@@ -92,6 +92,7 @@ class FleetCollector(Collector):
                      "orphan_group", "undeclared_stream", "undeclared_state_key"):
             flags.add_metric([kind], float(counts.get(kind, 0)))
         yield from (alive, age, pid, flags)
+        yield from timer_metrics(self.backend.client)
 
     def _journal(self) -> Iterator[Metric]:
         snapshot = queries.latest_snapshot(self.backend.journal())
@@ -104,6 +105,27 @@ class FleetCollector(Collector):
                                  "Highest equity the journal has recorded")
         peak.add_metric([], float(snapshot["peak_equity"]))
         yield from (drawdown, peak)
+
+
+def timer_metrics(client: redis.Redis) -> Iterator[Metric]:
+    """Each registry timer's period, and its last success where one is recorded
+    (``quantumctl timer run``); QuantumTimerNotSucceeding compares the two."""
+    from quantum.ctl.timers import last_results
+    from quantum.registry.fleet import TIMERS
+
+    results = last_results(client)
+    period = GaugeMetricFamily("quantum_timer_period_seconds",
+                               "The interval a periodic job is meant to run at",
+                               labels=["timer"])
+    success = GaugeMetricFamily("quantum_timer_last_success_timestamp_seconds",
+                                "Unix time of the periodic job's last success",
+                                labels=["timer"])
+    for timer in TIMERS:
+        period.add_metric([timer.name], float(timer.period_seconds))
+        last = results.get(timer.name, {}).get("last_success")
+        if isinstance(last, int | float):
+            success.add_metric([timer.name], float(last))
+    yield from (period, success)
 
 
 class RequestMetrics:

@@ -343,3 +343,53 @@ def all_setting_keys() -> set[str]:
         except (ImportError, AttributeError):
             continue
     return keys_of(*classes)
+
+
+TIMERS_KEY = state_key("timers")  # hash: timer name → its last result (quantum.ctl.timers)
+
+
+@dataclass(frozen=True)
+class TimerSpec:
+    """One periodic job: a systemd timer and the oneshot service it starts.
+
+    The service runs ``python -m quantum.ctl timer run <name>``, which does the job, logs one
+    JSON result line and, on success, records the time under :data:`TIMERS_KEY`; the
+    dashboard exports it as ``quantum_timer_last_success_timestamp_seconds{timer=…}`` and
+    an alert fires when it is older than twice ``period_seconds``.
+
+    Attributes:
+        name: the job's name (``quantum-<name>.timer``, ``quantum-<name>.service``).
+        description: what the job checks or does.
+        on_calendar: systemd ``OnCalendar=``.
+        period_seconds: the interval ``on_calendar`` means (the alert waits twice this).
+        env_files: service env files read after ``common.env`` (optional ones).
+    """
+
+    name: str
+    description: str
+    on_calendar: str
+    period_seconds: int
+    env_files: tuple[str, ...] = ()
+
+    @property
+    def timer(self) -> str:
+        return f"quantum-{self.name}.timer"
+
+    @property
+    def unit(self) -> str:
+        return f"quantum-{self.name}.service"
+
+
+# Reconcile has no periodic job: the reconcile service compares continuously.
+TIMERS: tuple[TimerSpec, ...] = (
+    TimerSpec(name="verify", description="quantumctl verify: Redis and systemd against the "
+              "registry", on_calendar="*:0/15", period_seconds=900),
+    TimerSpec(name="ensemble-health", description="the active ensemble loads and its files "
+              "match their checksums", on_calendar="hourly", period_seconds=3600,
+              env_files=("ai-engine.env",)),
+    TimerSpec(name="rl-health", description="the active RL sizing policy loads",
+              on_calendar="hourly", period_seconds=3600, env_files=("rl-trainer.env",)),
+    TimerSpec(name="backup", description="scripts/backup.sh: journal, models and fleet state",
+              on_calendar="*-*-* 03:15:00", period_seconds=86400,
+              env_files=("journal.env",)),
+)

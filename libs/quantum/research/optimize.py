@@ -124,10 +124,7 @@ def run_optimize(research: Research, *, trials: int, study_name: str, storage: s
     space = space or SearchSpace()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    study = optuna.create_study(
-        study_name=study_name, direction="maximize", load_if_exists=True,
-        storage=storage_url(storage) if storage else None,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, trials)))
+    study = _open_study(optuna, study_name, storage, seed, trials)
     started = time.perf_counter()
 
     def objective(trial: Any) -> float:
@@ -174,6 +171,27 @@ def run_optimize(research: Research, *, trials: int, study_name: str, storage: s
             net_spread=(validation.get("net_return", 0.0) - edge.get("net_return", 0.0)),
             sharpe_spread=(validation.get("sharpe", 0.0) - edge.get("sharpe", 0.0)))
     return report
+
+
+def _open_study(optuna: Any, name: str, storage: str | None, seed: int, trials: int) -> Any:
+    """Create or join the study. Workers started together race to create the storage's
+    schema (PostgreSQL refuses the second ``CREATE TYPE``); the loser retries and joins."""
+    import random
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=name, direction="maximize", load_if_exists=True,
+                storage=storage_url(storage) if storage else None,
+                sampler=optuna.samplers.TPESampler(seed=seed,
+                                                   n_startup_trials=min(10, trials)))
+        except (IntegrityError, ProgrammingError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def _daily_sharpe(daily: list[float]) -> float:

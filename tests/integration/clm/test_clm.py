@@ -17,16 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from tests.integration.ai_engine.test_ai_engine_ensemble import feature_events
+from prometheus_client import REGISTRY
 
 from quantum.app import subscription
 from quantum.bus.envelope import new_envelope
 from quantum.bus.redisports import redis_ports
 from quantum.bus.runner import Outbox, Runner, RunnerConfig, publish
 from quantum.config import load
-from quantum.contracts.events import EVENT_TYPES, Kline
-from quantum.contracts.streams import MARKET_KLINES
-from quantum.features import WARMUP_BARS
+from quantum.contracts.events import EVENT_TYPES, FeatureVector
+from quantum.contracts.streams import FEATURES
+from quantum.features import FEATURE_NAMES, SCHEMA_HASH, WARMUP_BARS, stream_tables
 from quantum.ml.dataset import load_dataset
 from quantum.ml.evaluation import log_loss
 from quantum.ml.members import MemberConfig
@@ -70,18 +70,30 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     return root, good, "worse"
 
 
-def kline_events(symbol: str, vectors: int) -> list[Any]:
-    """Real bars, enough for ``vectors`` feature vectors after the warm-up."""
+def feature_events(symbols: tuple[str, ...], vectors: int) -> list[Any]:
+    """``vectors`` real feature vectors per symbol as the feature-publisher serves them to
+    a universe of ``symbols``: the streaming universe features (BTC's state, beta, ranks,
+    funding and basis from the replay ticks) of the bars from 2025-09-10, after the
+    warm-up, in bar-time order."""
     start = int(datetime(2025, 9, 10, tzinfo=UTC).timestamp() * 1000)
-    bars = load_symbol(SAMPLE, symbol, start_ms=start)
+    bars = WARMUP_BARS - 1 + vectors
+    data = {symbol: load_symbol(SAMPLE, symbol, start_ms=start, end_ms=start + bars * 300_000)
+            for symbol in symbols}
+    assert all(len(d.open_time) == bars for d in data.values())  # no gap in the sample
     events = []
-    for open_time, (o, h, low, c, v) in list(zip(bars.open_time, bars.ohlcv, strict=True))[
-            :WARMUP_BARS - 1 + vectors]:
-        kline = Kline(symbol=symbol, interval="5m", open_time=int(open_time),
-                      close_time=int(open_time) + 299_999, open=o, high=h, low=low, close=c,
-                      volume=v, source="replay")
-        events.append(new_envelope(kline, ts=kline.close_time, source="market-publisher",
-                                   key=f"{symbol}:{open_time}"))
+    for symbol, table in stream_tables(data).items():
+        closes = dict(zip(data[symbol].open_time.tolist(), data[symbol].ohlcv[:, 3].tolist(),
+                          strict=True))
+        for open_time, values in table.items():
+            if values is None:
+                continue  # warm-up: the publisher emits nothing
+            vector = FeatureVector(symbol=symbol, interval="5m", open_time=open_time,
+                                   close_time=open_time + 299_999, close=closes[open_time],
+                                   schema_hash=SCHEMA_HASH, values=values)
+            events.append(new_envelope(vector, ts=vector.close_time, source="feature-publisher",
+                                       key=f"{symbol}:{open_time}"))
+    events.sort(key=lambda e: (e.payload.close_time, e.payload.symbol))
+    assert len(events) == vectors * len(symbols)
     return events
 
 
@@ -98,7 +110,12 @@ def test_shadow_scores_resolved_rows_on_the_declared_metric(
     active = ServedEnsemble(registry.load(worse))
     test = ShadowTest(candidate, active, "log_loss", needed=50, horizon=12, dead_zone=0.0008)
     windows = ReturnWindows()
-    events = feature_events("ETHUSDT", 80)
+    # ETH's vectors in the universe the models were trained on: BTC's state and the ranks
+    # are set from the second vector on (the first one's previous bar is still warming up)
+    events = [e for e in feature_events(("BTCUSDT", "ETHUSDT"), 80)
+              if e.payload.symbol == "ETHUSDT"]
+    assert all(e.payload.values["btc_available"] == e.payload.values["xs_available"] == 1.0
+               and e.payload.values["funding_available"] == 1.0 for e in events[1:])
     for event in events:
         v = event.payload
         test.observe(v.symbol, v.close_time, v.close, v.values,
@@ -147,16 +164,17 @@ def test_promotion_is_decided_by_a_backtest_of_the_shadow_window(
     registry = ModelRegistry(tmp_path)
     _variant(root, good, tmp_path, "overconfident", temperature=0.05)
     registry.promote(worse)
-    clm = Clm(clm_settings(tmp_path, shadow_predictions=150), ports(r))
+    clm = Clm(clm_settings(tmp_path, shadow_predictions=300), ports(r))
     run_clm(r, clm)  # announces the active version at start
     assert clm.begin_shadow("overconfident")
-    publish(r, [(MARKET_KLINES, e) for e in kline_events("ETHUSDT", 170)])
+    # the served vectors of the universe the versions were trained on
+    publish(r, [(FEATURES, e) for e in feature_events(("BTCUSDT", "ETHUSDT"), 170)])
     run_clm(r, clm, until_judged=True)
     shadow = payloads(r, "quantum:stream:learning.events")
-    assert len(shadow) == 1 and shadow[0]["predictions"] >= 150
+    assert len(shadow) == 1 and shadow[0]["predictions"] >= 300
     assert shadow[0]["candidate_score"] > shadow[0]["active_score"]  # log loss: worse
     bt = shadow[0]["backtest"]
-    assert bt["ran"] is True and bt["symbols"] == "ETHUSDT" and bt["brake"] == 0.2
+    assert bt["ran"] is True and bt["symbols"] == "BTCUSDT,ETHUSDT" and bt["brake"] == 0.2
     assert bt["candidate_trades"] > 0 and bt["active_trades"] == 0
     assert bt["active_net_return"] == 0.0
     expected = (bt["candidate_net_return"] > bt["active_net_return"]
@@ -206,7 +224,7 @@ def test_an_equal_candidate_is_not_promoted(r: redis.Redis, versions: tuple[Path
     registry.promote(good)
     clm = Clm(clm_settings(tmp_path, shadow_predictions=30), ports(r))
     assert clm.begin_shadow("copy")
-    publish(r, [(MARKET_KLINES, e) for e in kline_events("BTCUSDT", 45)])
+    publish(r, [(FEATURES, e) for e in feature_events(("BTCUSDT",), 45)])
     run_clm(r, clm, until_judged=True)
     shadow = payloads(r, "quantum:stream:learning.events")
     assert shadow[0]["promoted"] is False
@@ -215,10 +233,45 @@ def test_an_equal_candidate_is_not_promoted(r: redis.Redis, versions: tuple[Path
     assert "does not beat" in shadow[0]["reason"]
     assert registry.pointer()["active"] == good and registry.pointer()["candidate"] is None
     assert registry.decisions("copy")[0]["promoted"] is False
-    # A restart rebuilds features from handled bars.
+    # A restart rebuilds the return windows from the handled vectors.
     restarted = Clm(clm_settings(tmp_path), ports(r))
     restarted.restore()
     assert len(restarted.windows.values["BTCUSDT"]) == 45
+
+
+def _refused(reason: str) -> float:
+    return REGISTRY.get_sample_value("quantum_clm_vectors_refused_total",
+                                     {"reason": reason}) or 0.0
+
+
+def test_vectors_of_another_schema_are_skipped_and_counted(
+        r: redis.Redis, versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    """A vector whose schema hash is not the running code's (a publisher of another
+    version) or that lacks a feature is skipped, counted and acked: it reaches neither the
+    drift window nor the return windows, live or in the warm-up after a restart."""
+    root, good, _ = versions
+    shutil.copytree(root / good, tmp_path / good)
+    ModelRegistry(tmp_path).promote(good)
+    events = feature_events(("ETHUSDT",), 50)
+    foreign = [new_envelope(e.payload.model_copy(update={"schema_hash": "0" * 16}),
+                            ts=e.ts, source="feature-publisher", key=f"old:{e.id}")
+               for e in events[:10]]
+    values = dict(events[10].payload.values)
+    del values[FEATURE_NAMES[-1]]
+    partial = new_envelope(events[10].payload.model_copy(update={"values": values}),
+                           ts=events[10].ts, source="feature-publisher", key="partial")
+    schema, missing = _refused("schema_hash"), _refused("missing")
+    clm = Clm(clm_settings(tmp_path), ports(r))
+    publish(r, [(FEATURES, e) for e in [*foreign, partial, *events[11:]]])
+    run_clm(r, clm)
+    assert _refused("schema_hash") - schema == 10 and _refused("missing") - missing == 1
+    assert clm.drift_seen == 39 and len(clm.windows.values["ETHUSDT"]) == 39
+    assert clm.foreign == {"0" * 16}
+    assert r.xpending("quantum:stream:features", "clm")["pending"] == 0
+    assert r.xlen("quantum:stream:dlq") == 0
+    restarted = Clm(clm_settings(tmp_path), ports(r))
+    restarted.restore()
+    assert len(restarted.windows.values["ETHUSDT"]) == 39 and restarted.drift_seen == 39
 
 
 def test_no_backtest_data_for_the_window_means_no_promotion(
@@ -233,7 +286,7 @@ def test_no_backtest_data_for_the_window_means_no_promotion(
     clm = Clm(clm_settings(tmp_path, shadow_predictions=20, training_data_dir=str(empty)),
               ports(r))
     assert clm.begin_shadow(good)
-    publish(r, [(MARKET_KLINES, e) for e in kline_events("ETHUSDT", 40)])
+    publish(r, [(FEATURES, e) for e in feature_events(("ETHUSDT",), 40)])
     run_clm(r, clm, until_judged=True)
     shadow = payloads(r, "quantum:stream:learning.events")
     assert shadow[0]["promoted"] is False and shadow[0]["backtest"]["ran"] is False
@@ -255,8 +308,8 @@ def test_drift_starts_a_run_at_most_once_per_interval(
                            drift_every=20, drift_threshold=0.05, drift_retrain_interval_s=600,
                            retrain_members="xgboost,lightgbm", retrain_tree_rounds=5,
                            training_lookback_days=30), ports(r))
-    publish(r, [(MARKET_KLINES, e) for e in kline_events("SOLUSDT", 120)])
-    run_clm(r, clm)  # handles the bars; a drift run may start on an idle turn
+    publish(r, [(FEATURES, e) for e in feature_events(("SOLUSDT",), 120)])
+    run_clm(r, clm)  # handles the vectors; a drift run may start on an idle turn
     started = [e for e in payloads(r, "quantum:stream:learning.events")
                if e.get("trigger") is not None]
     assert [e["trigger"] for e in started] == ["drift"]

@@ -91,9 +91,10 @@ def test_status_json_on_a_seeded_redis(cli: Any, healthy: redis.Redis) -> None:
     assert features["length"] == 3
     assert features["producer"] == "feature-publisher"
     assert features["last_entry_time"].startswith("20")
-    (group,) = features["groups"]
-    assert (group["name"], group["pending"], group["lag"], group["declared"]) == (
-        "ai-engine", 2, 1, True)
+    groups = {g["name"]: g for g in features["groups"]}
+    assert set(groups) == {"ai-engine", "clm"}  # the registry's two consumers of features
+    group = groups["ai-engine"]
+    assert (group["pending"], group["lag"], group["declared"]) == (2, 1, True)
     assert flags_of(document, "missing_heartbeat") == {"market-publisher"}
     assert {"market.klines", "market.tick", *([unread.name] if unread else [])} <= flags_of(
         document, "dead_stream")

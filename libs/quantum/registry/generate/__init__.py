@@ -59,7 +59,7 @@ from quantum.registry.generate.docs_fields import describe_type
 from quantum.registry.generate.docs_services import render_services_doc
 from quantum.registry.generate.docs_streams import render_streams_doc
 from quantum.registry.generate.envfiles import render_common_env, render_service_env
-from quantum.registry.generate.files import check, render, write
+from quantum.registry.generate.files import check, render, render_systemd, write
 from quantum.registry.generate.launcher import render_launcher
 from quantum.registry.generate.settings import (
     Setting,
@@ -69,6 +69,7 @@ from quantum.registry.generate.settings import (
     settings_of,
 )
 from quantum.registry.generate.target import render_target
+from quantum.registry.generate.timers import render_timer, render_timer_service
 from quantum.registry.generate.units import render_unit
 
 __all__ = [
@@ -108,7 +109,10 @@ __all__ = [
     "render_service_env",
     "render_services_doc",
     "render_streams_doc",
+    "render_systemd",
     "render_target",
+    "render_timer",
+    "render_timer_service",
     "render_unit",
     "settings_class",
     "settings_of",

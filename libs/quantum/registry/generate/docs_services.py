@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from quantum.config import FleetSettings
-from quantum.registry.fleet import ServiceSpec
+from quantum.registry.fleet import TIMERS, TIMERS_KEY, ServiceSpec
 from quantum.registry.generate.common import (
     DO_NOT_EDIT,
     ENV_DIR,
@@ -79,7 +79,7 @@ def render_services_doc(services: Sequence[ServiceSpec]) -> str:
     ]
     for spec in services:
         lines += ["", *_service_section(spec, producer_of)]
-    lines += ["", *_hardening_section(), "", *_install_section()]
+    lines += ["", *_hardening_section(), "", *_timers_section(), "", *_install_section()]
     return "\n".join(lines) + "\n"
 
 
@@ -147,6 +147,30 @@ def _hardening_section() -> list[str]:
     ]
 
 
+def _timers_section() -> list[str]:
+    lines = [
+        "## Timers",
+        "",
+        "Periodic jobs, each a `quantum-<name>.timer` (`Persistent=yes`) starting a oneshot",
+        "`quantum-<name>.service` that runs `python -m quantum.ctl timer run <name>`: the job,",
+        "one JSON `timer_result` line in the journal, and its result in "
+        f"`{TIMERS_KEY}` (hash),",
+        "exported by the dashboard as `quantum_timer_last_success_timestamp_seconds{timer=…}`",
+        "beside `quantum_timer_period_seconds`; `QuantumTimerNotSucceeding` fires when the",
+        "last success is older than twice the period. `quantumctl status` shows each timer's",
+        "last and next run and flags one that never ran. Reconcile has no timer: the service",
+        "compares continuously.",
+        "",
+        "| timer | schedule (`OnCalendar=`) | period | env files | does |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for timer in TIMERS:
+        env_files = ", ".join(f"`{name}`" for name in ("common.env", *timer.env_files))
+        lines.append(f"| `{timer.timer}` | `{timer.on_calendar}` | {timer.period_seconds} s | "
+                     f"{env_files} | {cell(timer.description)} |")
+    return lines
+
+
 def _install_section() -> list[str]:
     return [
         "## Installing on a host",
@@ -162,7 +186,8 @@ def _install_section() -> list[str]:
         "its venv in `.venv` (the project and its base dependencies: every service starts on "
         "them, tested), writes "
         f"`{ENV_DIR}/<name>.env` from `etc/quantum/*.env.example` (0600, root; an existing "
-        "file is never overwritten), installs the units, the target and the journald drop-in "
+        "file is never overwritten), installs the units, the target, the timers (enabled and "
+        "started) and the journald drop-in "
         "(`deploy/journald/quantum.conf`: a persistent journal capped at 1 GB and 30 days, "
         "20,000 lines per unit per 30 s), Redis with `deploy/redis/redis.conf`, runs "
         f"`systemctl daemon-reload` and enables `{TARGET}`. `--init` initialises a new fleet "

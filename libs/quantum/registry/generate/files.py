@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from quantum.registry.fleet import SERVICES, ServiceSpec
+from quantum.registry.fleet import SERVICES, TIMERS, ServiceSpec, TimerSpec
 from quantum.registry.generate.common import (
     COMMON_ENV_EXAMPLE,
     ENV_EXAMPLE_DIR,
@@ -31,6 +31,7 @@ from quantum.registry.generate.envfiles import render_common_env, render_service
 from quantum.registry.generate.journald import JOURNALD_DROPIN, render_journald
 from quantum.registry.generate.launcher import render_launcher
 from quantum.registry.generate.target import render_target
+from quantum.registry.generate.timers import render_timer, render_timer_service
 from quantum.registry.generate.units import render_unit
 
 
@@ -40,10 +41,7 @@ def render(services: Sequence[ServiceSpec] = SERVICES) -> dict[str, str]:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise GenerationError(f"services registered twice: {', '.join(duplicates)}")
-    files: dict[str, str] = {}
-    for spec in services:
-        files[f"{UNIT_DIR}/{spec.unit}"] = render_unit(spec)
-    files[f"{UNIT_DIR}/{TARGET}"] = render_target(services)
+    files = render_systemd(services)
     files[JOURNALD_DROPIN] = render_journald()
     files[COMMON_ENV_EXAMPLE] = render_common_env()
     for spec in services:
@@ -51,6 +49,24 @@ def render(services: Sequence[ServiceSpec] = SERVICES) -> dict[str, str]:
     files[LAUNCHER] = render_launcher(services)
     files[STREAMS_DOC] = render_streams_doc(services)
     files[SERVICES_DOC] = render_services_doc(services)
+    return files
+
+
+def render_systemd(
+    services: Sequence[ServiceSpec] = SERVICES, timers: Sequence[TimerSpec] = TIMERS
+) -> dict[str, str]:
+    """The files of ``deploy/systemd/``: units, the target, timers and their services."""
+    files: dict[str, str] = {}
+    for spec in services:
+        files[f"{UNIT_DIR}/{spec.unit}"] = render_unit(spec)
+    files[f"{UNIT_DIR}/{TARGET}"] = render_target(services)
+    taken = {spec.unit for spec in services}
+    for timer in timers:
+        if timer.unit in taken:
+            raise GenerationError(f"timer {timer.name}'s service {timer.unit} is a service's "
+                                  "unit name")
+        files[f"{UNIT_DIR}/{timer.timer}"] = render_timer(timer)
+        files[f"{UNIT_DIR}/{timer.unit}"] = render_timer_service(timer)
     return files
 
 
