@@ -163,17 +163,9 @@ class AiEngine(ServiceBase):
             ensemble = registry.load(version or None)
             reference = registry.reference(ensemble.version)
         except (ModelRefused, OSError, ValueError, KeyError) as e:
-            self.load_error = str(e)
-            log.error("model refused", reason=self.load_error)
-            self.notices.append(SupervisorEvent(
-                kind="model_refused", severity="critical", detail=self.load_error,
-                model_version=str(version or "active")))
-            return False
-        self.predictor = ServedEnsemble(ensemble)
-        self.load_error = None
-        self.drift = DriftMonitor(reference, self.drift_window)
-        self.drift_alerted = False
-        MODEL_LOADED.set(1 if ensemble.quorate else 0)  # below the quorum nothing is served
+            return self._refused(version, e)
+        self._serve(ServedEnsemble(ensemble), DriftMonitor(reference, self.drift_window),
+                    ensemble.quorate)  # below the quorum nothing is served
         for member in ensemble.expected:
             MEMBER_LOADED.labels(member).set(1 if member in ensemble.members else 0)
         if ensemble.missing:
@@ -198,19 +190,26 @@ class AiEngine(ServiceBase):
             chosen, model, _ = registry.load_edge(version or None)
             reference = registry.reference(chosen)
         except (ModelRefused, OSError, ValueError, KeyError) as e:
-            self.load_error = str(e)
-            log.error("model refused", reason=self.load_error)
-            self.notices.append(SupervisorEvent(
-                kind="model_refused", severity="critical", detail=self.load_error,
-                model_version=str(version or "active")))
-            return False
-        self.predictor = ServedEdge(model, chosen)
-        self.load_error = None
-        self.drift = DriftMonitor(reference, self.drift_window)
-        self.drift_alerted = False
-        MODEL_LOADED.set(1)
+            return self._refused(version, e)
+        self._serve(ServedEdge(model, chosen), DriftMonitor(reference, self.drift_window), True)
         log.info("model loaded", version=chosen, kind="edge", horizon=model.horizon)
         return True
+
+    def _refused(self, version: str | None, error: Exception) -> bool:
+        self.load_error = str(error)
+        log.error("model refused", reason=self.load_error)
+        self.notices.append(SupervisorEvent(
+            kind="model_refused", severity="critical", detail=self.load_error,
+            model_version=str(version or "active")))
+        return False
+
+    def _serve(self, predictor: Any, drift: Any, serving: bool) -> None:
+        """Serve a loaded registry version; ``serving`` False: loaded but below its quorum."""
+        self.predictor = predictor
+        self.load_error = None
+        self.drift = drift
+        self.drift_alerted = False
+        MODEL_LOADED.set(1 if serving else 0)
 
     def health(self) -> dict[str, Any]:
         status: dict[str, Any] = {"model": self.model_kind, "model_version": self.model_label,

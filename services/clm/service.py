@@ -37,6 +37,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,13 +269,9 @@ class Clm(ServiceBase):
     def _finish_run(self, out: Outbox, now: float) -> None:
         assert self.job is not None and self.job_info is not None
         info, self.job, self.job_info = self.job_info, None, None
-        path = Path(info["result"])
-        try:
-            result = orjson.loads(path.read_bytes())
-            path.unlink()
-        except (OSError, orjson.JSONDecodeError) as e:
-            result = {"succeeded": False, "candidate": None,
-                      "detail": f"the run left no readable result: {e}"}
+        result = _read_result(Path(info["result"]), lambda e: {
+            "succeeded": False, "candidate": None,
+            "detail": f"the run left no readable result: {e}"})
         RUNS.labels("succeeded" if result["succeeded"] else "failed").inc()
         self._emit(out, LEARNING_EVENTS, RetrainingCompleted(
             run_id=info["run_id"], succeeded=bool(result["succeeded"]),
@@ -337,13 +334,9 @@ class Clm(ServiceBase):
     def _finish_judge(self, out: Outbox) -> None:
         assert self.judge_info is not None
         info, self.judge, self.judge_info = self.judge_info, None, None
-        path = Path(info["result"])
-        try:
-            result = orjson.loads(path.read_bytes())
-            path.unlink()
-        except (OSError, orjson.JSONDecodeError) as e:
-            result = {"ran": False, "promote": False,
-                      "reason": f"no promotion: the backtest left no readable result: {e}"}
+        result = _read_result(Path(info["result"]), lambda e: {
+            "ran": False, "promote": False,
+            "reason": f"no promotion: the backtest left no readable result: {e}"})
         result["brake"] = info["brake"]
         self._decide(out, result)
 
@@ -424,3 +417,15 @@ def _text(value: object) -> str:
 
 def build(settings: Any, ports: Ports) -> Clm:
     return Clm.from_settings(settings, ports)
+
+
+def _read_result(path: Path, unreadable: Callable[[Exception], dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """A child job's JSON result file, consumed; ``unreadable(error)`` when there is none."""
+    try:
+        result: dict[str, Any] = orjson.loads(path.read_bytes())
+        path.unlink()
+    except (OSError, orjson.JSONDecodeError) as e:
+        return unreadable(e)
+    return result
+

@@ -180,7 +180,9 @@ def _open_study(optuna: Any, name: str, storage: str | None, seed: int, trials: 
 
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    for attempt in range(5):
+    attempts = 5
+    while True:
+        attempts -= 1
         try:
             return optuna.create_study(
                 study_name=name, direction="maximize", load_if_exists=True,
@@ -188,10 +190,9 @@ def _open_study(optuna: Any, name: str, storage: str | None, seed: int, trials: 
                 sampler=optuna.samplers.TPESampler(seed=seed,
                                                    n_startup_trials=min(10, trials)))
         except (IntegrityError, ProgrammingError, optuna.exceptions.DuplicatedStudyError):
-            if attempt == 4:
+            if attempts == 0:
                 raise
             time.sleep(0.5 + random.random())
-    raise AssertionError("unreachable")
 
 
 def _daily_sharpe(daily: list[float]) -> float:
