@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 import redis
 import structlog
 
+from quantum.bus import connection
 from quantum.bus.ports import Ports
 from quantum.bus.redisports import redis_ports
 from quantum.bus.runner import Runner, RunnerConfig, Service, Subscription
@@ -39,15 +40,14 @@ SOCKET_TIMEOUT_S = 65.0
 
 
 def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis:
-    """A Redis client for ``url``. A URL that cannot be parsed is a configuration error
+    """A Redis client for ``url``, direct or through Sentinel (:mod:`quantum.bus.connection`).
+    A URL that cannot be parsed is a configuration error
     (exit 78, the key named); an unreachable server is not: callers wait for it
     (:func:`wait_for_redis`, the runner's reconnect), since a Redis that restarts must not
     take the fleet down with it."""
     try:
-        return redis.Redis.from_url(
-            url, socket_connect_timeout=3, socket_timeout=socket_timeout,
-            health_check_interval=30,
-        )
+        return connection.connect(url, socket_connect_timeout=3, socket_timeout=socket_timeout,
+                                  health_check_interval=30)
     except ValueError as e:
         raise ConfigError(f"bad setting QT_REDIS_URL: {e} (got {_redact_url(url)!r})") from None
 
@@ -101,6 +101,8 @@ def runner_config(settings: FleetSettings) -> RunnerConfig:
         heartbeat_ttl_s=settings.heartbeat_ttl_s,
         instance=settings.instance,
         commit_channel=COMMIT_CHANNEL if settings.clock == "event" else None,
+        replicas=settings.replicas_required,
+        replica_wait_ms=settings.replica_wait_ms,
     )
 
 
@@ -177,7 +179,4 @@ def run_service(
 
 
 def _redact_url(url: str) -> str:
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    return connection.redact(url)

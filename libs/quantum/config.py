@@ -12,8 +12,15 @@ import os
 import sys
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError  # noqa: F401  (SecretStr re-exported)
+from pydantic import (  # noqa: F401  (SecretStr re-exported)
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from quantum.bus.connection import check_url, is_sentinel, redact
 
 ENV_PREFIX = "QT_"
 EXTERNAL_KEYS = {"QT_TEST_REDIS_URL", "QT_STATE_DIR"}  # read by tools, not by services
@@ -52,7 +59,9 @@ class FleetSettings(BaseSettings):
     """Settings every service shares.
 
     Attributes:
-        redis_url: where the bus lives.
+        redis_url: where the bus lives: ``redis://host:port/db``, or through Sentinel
+            ``redis+sentinel://[:password@]host1:26379,host2:26379,host3:26379/<master>/<db>``
+            (:mod:`quantum.bus.connection`); a malformed one is refused at start.
         instance: the consumer instance; consumer names are ``<service>-<instance>``.
         batch_size: entries read per ``XREADGROUP``.
         block_ms: how long a read waits for new entries.
@@ -64,6 +73,11 @@ class FleetSettings(BaseSettings):
         log_level: structlog level name.
         clock: ``wall`` in live trading; ``event`` in replay, where "now" is the newest
             event time seen, so replays give the same result at any speed.
+        replicas_expected: replicas that must confirm (``WAIT``) the commit recording an
+            order intent before the order is sent to the exchange; -1: one behind a
+            Sentinel URL (``redis+sentinel://``), none for a single server.
+        replica_wait_ms: how long that confirmation may take; without it the order is
+            not sent (fail closed) and the service waits for a replica.
     """
 
     model_config = SettingsConfigDict(
@@ -81,6 +95,21 @@ class FleetSettings(BaseSettings):
     metrics_port: int = Field(-1, ge=-1, le=65535)
     log_level: str = "info"
     clock: Literal["wall", "event"] = "wall"
+    replicas_expected: int = Field(-1, ge=-1, le=16)
+    replica_wait_ms: int = Field(1000, ge=10, le=60_000)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _bus_url(cls, value: str) -> str:
+        check_url(value)  # a ValueError names what is wrong, never a password
+        return value
+
+    @property
+    def replicas_required(self) -> int:
+        """Replicas that must hold an order intent before the order leaves."""
+        if self.replicas_expected >= 0:
+            return self.replicas_expected
+        return 1 if is_sentinel(self.redis_url) else 0
 
 
 S = TypeVar("S", bound=FleetSettings)
@@ -115,6 +144,7 @@ def load(
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         key = ENV_PREFIX + field.upper() if field else "?"
-        raise ConfigError(
-            f"bad setting {key}: {first['msg']} (got {first.get('input')!r})"
-        ) from None
+        given = first.get("input")
+        if isinstance(given, str) and "://" in given:
+            given = redact(given)  # a URL's password never reaches a log
+        raise ConfigError(f"bad setting {key}: {first['msg']} (got {given!r})") from None

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import redis
 
+from quantum.bus import connection
 from quantum.process.lifetime import die_with_parent
 
 DURABLE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "redis.conf"
@@ -23,7 +24,7 @@ DURABLE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "red
 
 def reachable(url: str, timeout: float = 1.0) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout).ping())
+        return bool(connection.connect(url, socket_connect_timeout=timeout).ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
 
@@ -101,7 +102,11 @@ def ensure(url: str, workdir: Path) -> subprocess.Popen[bytes] | None:
     """Return None when ``url`` answers; otherwise start a server on its port and return it."""
     if reachable(url):
         return None
+    if connection.is_sentinel(url):  # a replicated bus is the operator's, never started here
+        raise RuntimeError(f"no master reachable through {connection.redact(url)}, "
+                           "so nothing started (a Sentinel URL names a deployed quorum)")
     parsed = urlparse(url)
     if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise RuntimeError(f"Redis at {url} is not reachable and is not local, so not started")
+        raise RuntimeError(f"Redis at {connection.redact(url)} is not reachable and is not "
+                           "local, so not started")
     return start(parsed.port or 6379, workdir, persist=True)

@@ -11,7 +11,9 @@ from quantum.config import FleetSettings
 
 class Settings(FleetSettings):
     """Attributes:
-    min_confidence: no intent below this confidence.
+    min_confidence: no intent below this confidence. The default, 0.95, makes the baseline
+        trade rarely: walk-forward backtests found nothing that beats staying flat net of
+        costs (docs/MODELS.md, "The default"), and at 0.65 the baseline churned fees.
     bias_window: directional signals the supervisor judges together
         (:mod:`quantum.models.supervision`); until it is full nothing is blocked.
     bias_threshold: a model share of one side at or below this is balanced, never blocked.
@@ -40,7 +42,7 @@ class Settings(FleetSettings):
     drift_threshold: PSI of any feature above this emits a ``feature_drift`` event.
     """
 
-    min_confidence: float = Field(0.65, ge=0, le=1)
+    min_confidence: float = Field(0.95, ge=0, le=1)
     bias_window: int = Field(20, ge=2)
     bias_threshold: float = Field(0.7, gt=0.5, le=1)
     bias_tolerance: float = Field(0.2, ge=0, le=0.5)

@@ -5,7 +5,10 @@ the exit-brain's protective levels (``harvest.intent``), prices (``market.tick``
 reconcile's findings (``reconcile.events``). Publishes every ack, fill and reject to
 ``execution.result``, each closed trade to ``trade.closed`` and the portfolio after every
 change to ``portfolio.state``; the venue's full state and the portfolio are written to
-their state keys in the same transaction as the acks, so a crash loses nothing.
+their state keys in the same transaction as the acks, so a crash loses nothing. The paper
+venue's income (commissions, realised PnL, funding, as Binance's income history books them)
+is appended to ``quantum:state:execution:income`` in that transaction too: the ledger
+compares it with the journal.
 
 The venue is chosen by name (``QT_EXCHANGE``, resolved by :mod:`quantum.exchange.venues`)
 and asked, never type-checked, for what differs: the paper exchange settles in event time
@@ -25,6 +28,11 @@ The ESS costs one ``GET`` per entry order. Exits (reduce-only harvests) are neve
 A maker entry (a post-only limit order) that passed the gate rests on the book until a bar
 trades through it or it expires; while one rests, the ESS is read on every tick, and once
 it blocks new risk every resting entry is cancelled (``cancel``, reason the block's).
+
+**Failover.** The commit that records a live venue's intent asks the runner to confirm it on
+a replica (:meth:`~quantum.bus.runner.Outbox.require_replica`) before the idle hook may send
+it; unconfirmed, the runner holds the service and the intent is restored as uncertain (it is
+queried, never sent blind).
 
 **State loss.** When the state key is missing at start, the book is rebuilt before any
 order is accepted, and a ``book`` report says where it came from: the live venue from
@@ -63,7 +71,7 @@ from quantum.contracts.events import (
 from quantum.contracts.streams import EXECUTION_RESULT, PORTFOLIO_STATE, TRADE_CLOSED
 from quantum.exchange.base import Venue
 from quantum.exchange.venues import venue_for
-from quantum.registry.fleet import ESS_KEY, EXECUTION_KEY, PORTFOLIO_KEY
+from quantum.registry.fleet import ESS_KEY, EXECUTION_INCOME_KEY, EXECUTION_KEY, PORTFOLIO_KEY
 from quantum.risk import ess
 from services.execution.config import Settings
 
@@ -82,6 +90,8 @@ log = structlog.get_logger(service=NAME)
 # Client order ids are kept at least this long, and at least twice the freshness bound: a
 # copy of an order arriving later than that is refused as stale before the book sees it.
 MIN_ORDER_RETENTION_MS = 3_600_000
+# Income records kept in the paper venue's trail (newest first): months of a busy book.
+INCOME_KEEP = 100_000
 
 
 def plan_problem(order: OrderRequest) -> str | None:
@@ -295,6 +305,14 @@ class Execution(ServiceBase):
         self._publish(out, event, self.venue.submit(order, event.ts), [], False)
         self._state_dirty = True  # the intent is committed before it is sent
         self._book_changed = True
+        self._intent_recorded(out)
+
+    def _intent_recorded(self, out: Outbox) -> None:
+        """An intent a live venue sends from the idle hook: its commit must be on a replica
+        first (the runner's ``WAIT``), so a failover never forgets an order the exchange
+        has. The paper venue fills inside the commit itself: nothing leaves the bus."""
+        if not self.venue.settles_in_handlers:
+            out.require_replica()
 
     # --- runner hooks ---------------------------------------------------------------------
 
@@ -315,6 +333,7 @@ class Execution(ServiceBase):
             reports, trades = self.venue.harvest(payload)
             self._publish(out, event, reports, trades, self.venue.settles_in_handlers)
             self._state_dirty = True
+            self._intent_recorded(out)
         elif isinstance(payload, ExitLevels):
             self.venue.set_levels(payload)
             self._state_dirty = self.venue.levels_in_state or self._state_dirty
@@ -326,6 +345,8 @@ class Execution(ServiceBase):
             self._publish(out, event, self.venue.cancel_all(payload.last_ts), [], True)
 
     def on_batch_end(self, out: Outbox) -> None:
+        for record in self.venue.take_income():  # paper: the income trail the ledger reads
+            out.append(EXECUTION_INCOME_KEY, record, INCOME_KEEP)
         if not self._state_dirty:
             return
         self._state_dirty = False

@@ -5,9 +5,11 @@ Positions are learnt from execution's fills (``execution.result``); prices from
 exit goes to ``harvest.intent`` with its reason; harvests never pass the risk layers, so an
 emergency stop can never keep a position open. When the emergency stop trips
 (``risk.events``), the exit-brain carries out the policy's actions: close the losing
-positions, and cut the rest by the policy's share. An operator's forced exit of one position
-(:mod:`quantum.exits.manual`: ``quantumctl exit``, the dashboard) is picked up from its
-request key within a second and closed the same way, on this service's clock.
+positions, and cut the rest by the policy's share; on an ``exposure_rebalance`` proposal (the
+governor's balancer) it cuts the named position by the share proposed. An operator's forced
+exit of one position (:mod:`quantum.exits.manual`: ``quantumctl exit``, the dashboard) is
+picked up from its request key within a second and closed the same way, on this service's
+clock.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from services.exit_brain.config import Settings
 
 NAME = "exit-brain"
 REQUEST_POLL_S = 1.0
+REBALANCE_REASON = "rebalance"  # a cut proposed by the governor's exposure balancer
 log = structlog.get_logger(service=NAME)
 
 HARVESTS = Counter("quantum_exit_harvests_total", "Harvest intents", ["reason"])
@@ -153,6 +156,25 @@ class ExitBrain(ServiceBase):
                            payload.last_ts)
         elif isinstance(payload, RiskEvent) and payload.kind == "ess_tripped":
             self._on_emergency_stop(payload, event, out)
+        elif isinstance(payload, RiskEvent) and payload.kind == "exposure_rebalance":
+            self._on_rebalance(payload, event, out)
+
+    def _on_rebalance(self, proposal: RiskEvent, event: Envelope[Any], out: Outbox) -> None:
+        """The governor's exposure balancer asks for a reduce-only cut of one position
+        (:mod:`quantum.risk.portfolio`); it is carried out like any other exit. A position
+        this service does not follow (or no longer) is left alone and logged: the balancer
+        proposes again from the book if the breach persists."""
+        data = proposal.data
+        symbol, position_id = str(data.get("symbol")), str(data.get("position_id"))
+        fraction = float(data.get("fraction") or 0.0)
+        position = self.positions.get(symbol)
+        if position is None or position.position_id != position_id or fraction <= 0:
+            log.warning("rebalance of a position not followed", position_id=position_id,
+                        symbol=symbol)
+            return
+        price = self.last_close.get(symbol, position.entry_price)
+        orders = position.reduce_now(min(fraction, 1.0), price, REBALANCE_REASON)
+        self._emit(out, event, position, orders, event.ts, key=f"{position_id}:")
 
     def _on_emergency_stop(self, trip: RiskEvent, event: Envelope[Any], out: Outbox) -> None:
         """The policy's actions on a trip: close losers, then cut what remains by a share."""

@@ -4,6 +4,10 @@ Klines drive it; ``market.tick`` brings the mark price and funding settlements t
 and basis features read (:class:`quantum.features.TickContext` says which tick belongs to
 which bar). One :class:`quantum.features.UniverseFeatures` holds every symbol, because BTC's
 state, the beta to BTC and the cross-sectional ranks read the other symbols' previous bar.
+
+``exchange.normalized`` (the cross-exchange-aggregator, when enabled) brings other venues'
+prices and funding; :class:`quantum.features.crossvenue.CrossVenue` turns them into the
+vector's ``extras`` (outside the model schema), each absent one named in ``extras_missing``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,18 @@ from quantum import features
 from quantum.bus.envelope import Envelope, new_envelope
 from quantum.bus.ports import Ports
 from quantum.bus.runner import Outbox, ServiceBase
-from quantum.contracts.events import FeatureVector, Kline, Tick
-from quantum.contracts.streams import FEATURES, MARKET_KLINES, MARKET_TICK
+from quantum.contracts.events import (
+    FeatureVector,
+    Kline,
+    Tick,
+    VenueFunding,
+    VenueKline,
+    VenueTick,
+)
+from quantum.contracts.streams import EXCHANGE_NORMALIZED, FEATURES, MARKET_KLINES, MARKET_TICK
+from quantum.features.crossvenue import CrossVenue
+
+VENUE_PAYLOADS = (VenueTick, VenueKline, VenueFunding)
 
 NAME = "feature-publisher"
 
@@ -29,6 +43,7 @@ class FeaturePublisher(ServiceBase):
         self.universe = features.UniverseFeatures()
         self.last_open_time: dict[str, int] = {}
         self.primed: dict[str, dict[int, dict[str, float] | None]] = {}
+        self.cross = CrossVenue()
 
     def prime(self, symbol: str, table: dict[int, dict[str, float] | None]) -> None:
         """The features of ``symbol``'s coming bars (open time → values, None in warm-up),
@@ -38,6 +53,7 @@ class FeaturePublisher(ServiceBase):
         self.primed[symbol] = table
 
     def _tick(self, tick: Tick) -> None:
+        self.cross.observe_binance_funding(tick.symbol, tick.ts, tick.funding_rate)
         if tick.symbol not in self.primed:
             self.universe.observe_tick(tick.symbol, tick.ts, tick.mark_price,
                                        tick.funding_rate)
@@ -62,7 +78,10 @@ class FeaturePublisher(ServiceBase):
         """Warm up from the bars (and ticks) this group already handled, in event-time order
         across symbols, as they were first handled (ticks of an instant before its klines)."""
         self.universe = features.UniverseFeatures()
+        self.cross = CrossVenue()
         self.last_open_time.clear()
+        self.cross.observe_all(
+            event.payload for event in self.history.handled(EXCHANGE_NORMALIZED, NAME, 20_000))
         if self.restore_bars == 0:
             return
         bars: dict[str, list[Kline]] = {}
@@ -86,6 +105,9 @@ class FeaturePublisher(ServiceBase):
                 self._update(payload)
 
     def handle(self, event: Envelope[Any], out: Outbox) -> None:
+        if isinstance(event.payload, VENUE_PAYLOADS):
+            self.cross.observe(event.payload)
+            return
         if isinstance(event.payload, Tick):
             self._tick(event.payload)
             return
@@ -95,6 +117,7 @@ class FeaturePublisher(ServiceBase):
         values = self._update(kline)
         if values is None:
             return
+        extras, missing = self.cross.derive(kline.symbol, kline.close_time, kline.close)
         payload = FeatureVector(
             symbol=kline.symbol,
             interval=kline.interval,
@@ -103,6 +126,8 @@ class FeaturePublisher(ServiceBase):
             close=kline.close,
             schema_hash=features.SCHEMA_HASH,
             values=values,
+            extras=extras,
+            extras_missing=missing,
         )
         out.emit(FEATURES, new_envelope(payload, ts=event.ts, source=NAME, cause=event))
 

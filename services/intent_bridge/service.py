@@ -4,7 +4,9 @@ The RL sizing agent (:mod:`quantum.rl.agent`) is consulted for every plan unless
 store says ``sizing.rl_sizing=off``: in ``shadow`` (the default) its suggestion is recorded
 beside the size actually used and changes nothing; in ``active`` it scales the risk budget,
 within its bounds, and the notional bounds still clip the result. Without a sound policy the
-multiplier is 1.0 and the agent's state key says why.
+multiplier is 1.0 and the agent's state key says why. The policy's
+``regime.high_vol_size_factor`` scales the size of a plan whose symbol the meta-regime has
+in high volatility (1.0 by default: no change).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from quantum.bus.runner import Outbox, ServiceBase
 from quantum.contracts.events import Plan, SizingPolicyPromoted, TradeIntent
 from quantum.contracts.streams import APPLY_PLAN
 from quantum.exits.profiles import exit_plan
+from quantum.regime import view as regime_view
+from quantum.regime.rules import HIGH_VOL
 from quantum.registry.fleet import PORTFOLIO_KEY
 from quantum.risk.policy import PolicyCache
 from quantum.risk.sizing import size_position
@@ -31,6 +35,8 @@ log = structlog.get_logger(service=NAME)
 
 PLANS = Counter("quantum_bridge_plans_total", "Plans sized", ["side"])
 UNSIZED = Counter("quantum_bridge_unsized_total", "Intents that could not be sized", ["reason"])
+REGIME_SCALED = Counter("quantum_bridge_regime_scaled_total",
+                        "Plans sized down by regime.high_vol_size_factor")
 
 
 class PortfolioUnavailable(RuntimeError):
@@ -82,6 +88,7 @@ class IntentBridge(ServiceBase):
         decision = None
         if self.agent is not None and s.rl_sizing != "off":
             decision = self.agent.decide(s.rl_sizing, intent, portfolio)
+        regime_factor = self._regime_factor(intent)
         size = size_position(
             equity=float(portfolio["equity"]),
             price=intent.price,
@@ -91,7 +98,8 @@ class IntentBridge(ServiceBase):
             risk_per_trade=s.risk_per_trade,
             min_notional=s.min_notional_usd,
             max_notional=s.max_notional_usd,
-            rl_multiplier=decision.applied_multiplier if decision is not None else 1.0,
+            rl_multiplier=(decision.applied_multiplier if decision is not None else 1.0)
+            * regime_factor,
         )
         if size is None:
             UNSIZED.labels("no_valid_size").inc()
@@ -118,6 +126,20 @@ class IntentBridge(ServiceBase):
         PLANS.labels(intent.side).inc()
         if decision is not None:
             self._record_sizing(decision, plan, intent, portfolio, stop_distance, event.ts, out)
+
+    def _regime_factor(self, intent: TradeIntent) -> float:
+        """``regime.high_vol_size_factor`` when the meta-regime has the symbol in high
+        volatility (a usable call: :mod:`quantum.regime.view`), else 1.0. Without a call
+        the size is unchanged: the governor decides whether trading without one is safe."""
+        policy = self.policies.policy.regime
+        if policy.high_vol_size_factor >= 1.0:
+            return 1.0
+        labels = regime_view.read(self.state).labels(intent.symbol, intent.bar_time,
+                                                     policy.max_age_seconds * 1000)
+        if labels is not None and HIGH_VOL in labels:
+            REGIME_SCALED.inc()
+            return policy.high_vol_size_factor
+        return 1.0
 
     def _record_sizing(self, decision: Any, plan: Plan, intent: TradeIntent,
                        portfolio: dict[str, Any], stop_distance: float, ts: int,

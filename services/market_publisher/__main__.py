@@ -57,11 +57,96 @@ def last_published(client: Any, symbols: list[str], scan: int = 5000) -> dict[st
     return found
 
 
+def universe_symbols(client: Any) -> list[str] | None:
+    """The universe service's selection in force, or None (none published, Redis away)."""
+    import orjson
+
+    from quantum.registry.fleet import UNIVERSE_KEY
+
+    try:
+        raw = client.get(UNIVERSE_KEY)
+    except Exception as e:
+        if not bus_unavailable(e):
+            raise
+        return None
+    if raw is None:
+        return None
+    symbols = list(orjson.loads(raw)["symbols"])
+    return symbols or None  # an empty selection streams what was streamed (no data is no help)
+
+
+class UniverseFollower:
+    """Live: streams what the universe says, re-read every ``period_s``, with no restart."""
+
+    def __init__(self, client: Any, live: Any, log: Any, period_s: float = 5.0) -> None:
+        self.client, self.live, self.log, self.period_s = client, live, log, period_s
+        self.next_read = 0.0
+
+    def poll(self) -> None:
+        import time
+
+        from quantum.exchange.venues.binance.market import InvalidSymbol
+
+        now = time.monotonic()
+        if now < self.next_read:
+            return
+        self.next_read = now + self.period_s
+        wanted = universe_symbols(self.client)
+        if wanted is None:
+            return
+        try:
+            if self.live.resubscribe(wanted):
+                self.log.info("following the universe", symbols=len(wanted))
+        except InvalidSymbol as e:
+            self.log.error("universe symbol refused", error=str(e))
+
+
 def _symbols(settings: Settings) -> list[str]:
     symbols = [s.strip().upper() for s in settings.symbols.split(",") if s.strip()]
     if not symbols:
         raise ConfigError("bad setting QT_SYMBOLS: no symbols")
     return symbols
+
+
+def _run_live(settings: Settings, client: Any, symbols: list[str], stop: Any, beacon: Any,
+              log: Any, alive: Any) -> None:
+    """Live: python-binance's futures sockets until stopped, following the universe."""
+    from quantum.exchange.venues.binance.market import LiveSource
+
+    if settings.follow_universe:
+        symbols = universe_symbols(client) or symbols
+    live = LiveSource(
+        symbols,
+        settings.interval,
+        testnet=settings.binance_testnet,
+        ws_url=settings.binance_ws_url,
+        rest_url=settings.binance_rest_url,
+        source_name=NAME,
+        resume_from=last_published(client, symbols),
+    )
+
+    def publish_batch(items: list) -> None:  # type: ignore[type-arg]
+        # A bus outage holds the batch (and the source) until Redis answers again; a
+        # batch sent twice is harmless: event ids derive from the bar, and consumers
+        # drop a bar they have seen.
+        while not stop.is_set():
+            try:
+                publish(client, items)
+                beacon.beat()
+                return
+            except Exception as e:
+                if not bus_unavailable(e):
+                    raise
+                wait_for_redis(client, NAME, stop.is_set)
+
+    follow = UniverseFollower(client, live, log) if settings.follow_universe else None
+
+    def alive_and_following() -> None:
+        alive()
+        if follow is not None:
+            follow.poll()
+
+    live.run(publish_batch, stop, alive_and_following)
 
 
 def main() -> None:
@@ -129,33 +214,7 @@ def main() -> None:
             barrier_seconds=round(stats.barrier_seconds, 3),
         )
     else:
-        from quantum.exchange.venues.binance.market import LiveSource
-
-        live = LiveSource(
-            symbols,
-            settings.interval,
-            testnet=settings.binance_testnet,
-            ws_url=settings.binance_ws_url,
-            rest_url=settings.binance_rest_url,
-            source_name=NAME,
-            resume_from=last_published(client, symbols),
-        )
-
-        def publish_batch(items: list) -> None:  # type: ignore[type-arg]
-            # A bus outage holds the batch (and the source) until Redis answers again; a
-            # batch sent twice is harmless: event ids derive from the bar, and consumers
-            # drop a bar they have seen.
-            while not stop.is_set():
-                try:
-                    publish(client, items)
-                    beacon.beat()
-                    return
-                except Exception as e:
-                    if not bus_unavailable(e):
-                        raise
-                    wait_for_redis(client, NAME, stop.is_set)
-
-        live.run(publish_batch, stop, alive)
+        _run_live(settings, client, symbols, stop, beacon, log, alive)
     beacon.notifier.stopping()
 
 

@@ -21,6 +21,9 @@ class Settings(FleetSettings):
     binance_ws_url: override the WebSocket base URL (a local stand-in in tests).
     binance_rest_url: override the REST base URL used to back-fill candles after a drop.
     max_stream_lag: live backpressure bound: pause publishing while any group lags more.
+    follow_universe: live: stream the universe service's selection
+        (``quantum:state:universe``) instead of ``symbols`` once it has published one,
+        adding and dropping symbol streams without a restart (``symbols`` until then).
     """
 
     source: Literal["replay", "binance"] = "replay"
@@ -34,3 +37,4 @@ class Settings(FleetSettings):
     binance_ws_url: str | None = None
     binance_rest_url: str | None = None
     max_stream_lag: int = Field(10_000, ge=1)
+    follow_universe: bool = True

@@ -5,6 +5,9 @@ the live portfolio (execution's state key). Plans this governor approved that th
 portfolio does not show yet (their bar is not older than the portfolio's last tick) count
 as pending exposure, so a burst of plans cannot slip past a limit between approval and
 fill. A missing portfolio rejects: fail closed.
+The universe check reads the universe service's selection (``quantum:state:universe``),
+within the policy's ``universe.symbols`` when set; a symbol outside it is rejected
+``symbol_not_in_universe``.
 
 The same service runs the ESS evaluators: drawdown at every bar (and every second on the
 wall clock) on the marked portfolio, execution errors on every ``execution.result``, and on
@@ -36,7 +39,15 @@ from quantum.contracts.events import (
     RiskEvent,
 )
 from quantum.contracts.streams import MARKET_TICK, RISK_DECISION, RISK_EVENTS
-from quantum.registry.fleet import ESS_AUDIT_KEY, ESS_KEY, GOVERNOR_KEY, PORTFOLIO_KEY, SERVICES
+from quantum.regime import view as regime_view
+from quantum.registry.fleet import (
+    ESS_AUDIT_KEY,
+    ESS_KEY,
+    GOVERNOR_KEY,
+    PORTFOLIO_KEY,
+    SERVICES,
+    UNIVERSE_KEY,
+)
 from quantum.risk import ess
 from quantum.risk.checks import Approval, RiskContext, evaluate
 from quantum.risk.evaluators import (
@@ -46,6 +57,7 @@ from quantum.risk.evaluators import (
     stale_feed_reason,
 )
 from quantum.risk.policy import POLICY_KEY, PolicyCache
+from quantum.risk.portfolio import rebalance
 from services.risk_governor.config import Settings
 
 NAME = "risk-governor"
@@ -61,6 +73,11 @@ DECISION_SECONDS = Histogram(
 ESS_TRIPPED = Gauge("quantum_risk_ess_tripped", "1 while the emergency stop is tripped")
 DAILY_DRAWDOWN = Gauge("quantum_risk_daily_drawdown", "Drawdown from the day's first equity")
 POLICY_VERSION = Gauge("quantum_risk_policy_version", "Policy version in force")
+REBALANCES = Counter("quantum_risk_rebalance_proposals_total",
+                     "Reduce-only cuts proposed by the exposure balancer", ["reason"])
+# A cut proposed against a position's quantity is not proposed again while the book still
+# shows that quantity (the exit-brain's harvest is on its way), for this long on the clock.
+REBALANCE_WAIT_MS = 15 * 60_000
 
 
 class RiskGovernor(ServiceBase):
@@ -72,6 +89,8 @@ class RiskGovernor(ServiceBase):
         self.history = ports.history
         self.event_clock = ports.clock.event
         self.policies = PolicyCache(ports.state)
+        self._universe_raw: bytes | None = None
+        self._universe_selected: frozenset[str] | None = None
         self.required = [s.name for s in SERVICES if s.required and s.name != NAME]
         self.started_wall = ports.clock.wall()
         self.last_wall_check = 0.0
@@ -86,6 +105,7 @@ class RiskGovernor(ServiceBase):
         self.returns: dict[str, deque[float]] = {}
         self.last_close: dict[str, float] = {}
         self.last_marked_ms = 0
+        self.rebalanced: dict[str, list[float]] = {}  # position id → [quantity, time] of a cut
         self._dirty = False
         self._ess_now: ess.EssState | None = None  # a trip in this batch, not yet committed
         self._portfolio_raw: bytes | None = None
@@ -107,6 +127,7 @@ class RiskGovernor(ServiceBase):
         self.returns = {s: deque(v, maxlen=window) for s, v in state["returns"].items()}
         self.last_close = state["last_close"]
         self.last_marked_ms = state["last_marked_ms"]
+        self.rebalanced = state.get("rebalanced", {})
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -186,6 +207,7 @@ class RiskGovernor(ServiceBase):
                 portfolio = self.portfolio()
                 if portfolio is not None:
                     self._observe_equity(portfolio, event, out)
+                    self._rebalance(portfolio, event, out)
         elif isinstance(payload, ExecutionReport):
             reason = self.errors.observe(payload, self.policies.refresh().risk)
             if reason is not None and not self.ess().tripped:
@@ -201,6 +223,42 @@ class RiskGovernor(ServiceBase):
         if reason is not None and not self.ess().tripped:
             self._trip(out, event, "drawdown", reason)
 
+    def _rebalance(self, portfolio: PortfolioState, event: Envelope[Any], out: Outbox) -> None:
+        """The exposure balancer (:mod:`quantum.risk.portfolio`): when the book has drifted
+        past a concentration limit, propose reduce-only cuts for the exit-brain. Not while
+        the ESS is tripped: its own cut is under way."""
+        held = {p.position_id: p.quantity for p in portfolio.positions}
+        now = self.now_ms()
+        self.rebalanced = {k: v for k, v in self.rebalanced.items()
+                           if k in held and held[k] == v[0] and now - v[1] < REBALANCE_WAIT_MS}
+        if not portfolio.positions or self.ess().tripped:
+            return
+        limits = self.policies.policy.risk
+        cuts = rebalance(portfolio.positions, portfolio.equity, self.returns,
+                         max_symbol=limits.symbol_limit,
+                         max_cluster=limits.cluster_limit,
+                         threshold=limits.cluster_correlation,
+                         window=limits.correlation_window,
+                         tolerance=limits.rebalance_tolerance)
+        for cut in cuts:
+            if cut.position_id in self.rebalanced:
+                continue
+            self.rebalanced[cut.position_id] = [held[cut.position_id], now]
+            reasons = ",".join(cut.reasons)
+            proposal = RiskEvent(
+                kind="exposure_rebalance", severity="warning",
+                detail=(f"{cut.symbol} {cut.side}: {reasons} at {cut.exposure:.2f}x equity "
+                        f"> {cut.limit:.2f}x; reduce {cut.fraction:.1%}"),
+                data={"position_id": cut.position_id, "symbol": cut.symbol,
+                      "side": cut.side, "fraction": cut.fraction, "reasons": reasons,
+                      "exposure": cut.exposure, "limit": cut.limit})
+            out.emit(RISK_EVENTS, new_envelope(proposal, ts=now, source=NAME, cause=event,
+                                               key=f"rebalance:{cut.position_id}:{now}"))
+            for reason in cut.reasons:
+                REBALANCES.labels(reason).inc()
+            log.warning("exposure rebalance proposed", position_id=cut.position_id,
+                        symbol=cut.symbol, fraction=cut.fraction, reasons=reasons)
+
     def _observe_bar(self, kline: Kline) -> None:
         previous = self.last_close.get(kline.symbol)
         self.last_close[kline.symbol] = kline.close
@@ -212,11 +270,23 @@ class RiskGovernor(ServiceBase):
             series = self.returns[kline.symbol] = deque(series or (), maxlen=window)
         series.append(math.log(kline.close / previous))
 
+    def _universe(self, allowed: tuple[str, ...], raw: bytes | None) -> frozenset[str] | None:
+        """The symbols a plan may trade: the universe service's selection (its key), within
+        the policy's ``universe.symbols`` when that is set. Before the universe service
+        has ranked once, the policy's list alone (none: no restriction)."""
+        if raw is not None and raw != self._universe_raw:
+            self._universe_raw = raw
+            self._universe_selected = frozenset(orjson.loads(raw)["symbols"])
+        selected = self._universe_selected if raw is not None else None
+        if selected is None:
+            return frozenset(allowed) if allowed else None
+        return selected & frozenset(allowed) if allowed else selected
+
     def _decide(self, event: Envelope[Any], plan: Plan, out: Outbox) -> None:
         self.clock.settle()  # replay: judge on the portfolio after this bar's fills
         started = time.perf_counter()
-        raw_policy, raw_portfolio, raw_ess = self.state.get_many(  # one round trip
-            [POLICY_KEY, PORTFOLIO_KEY, ESS_KEY])
+        raw_policy, raw_portfolio, raw_ess, raw_universe = self.state.get_many(  # one trip
+            [POLICY_KEY, PORTFOLIO_KEY, ESS_KEY, UNIVERSE_KEY])
         policy = self.policies.update(raw_policy)
         POLICY_VERSION.set(policy.version)
         portfolio = self._parsed_portfolio(raw_portfolio)
@@ -232,7 +302,7 @@ class RiskGovernor(ServiceBase):
                             if a.bar_time >= portfolio.ts or k in on_book}
             ctx = RiskContext(
                 limits=policy.risk,
-                universe=frozenset(policy.universe.symbols),
+                universe=self._universe(policy.universe.symbols, raw_universe),
                 portfolio=portfolio,
                 pending=self.pending,
                 last_approval_ms=self.last_approval_ms,
@@ -241,6 +311,8 @@ class RiskGovernor(ServiceBase):
                 weekly_drawdown=self.drawdown.weekly_drawdown(portfolio.equity),
                 returns=self.returns,
                 block_reason=state.block_reason,
+                regime=policy.regime,
+                regimes=regime_view.read(self.state) if policy.regime.governs else None,
             )
             reasons = evaluate(plan, ctx)
         approved = not reasons
@@ -303,6 +375,7 @@ class RiskGovernor(ServiceBase):
                 "returns": {s: list(v) for s, v in self.returns.items()},
                 "last_close": self.last_close,
                 "last_marked_ms": self.last_marked_ms,
+                "rebalanced": self.rebalanced,
             },
         )
 

@@ -16,12 +16,12 @@ through the units; then the market-publisher switched to live with no route to B
 ``kill -9`` of each service's main PID and its recovery (and its ``unit_restarts`` flag in
 the truth map); a SIGSTOP-ed service restarted by
 the watchdog; a configuration error failing its unit once, with the key in the journal;
-the live publisher still active after ``QT_TEST_SYSTEMD_LIVE_SECONDS`` (default 240 s:
-eight watchdog periods; the issue asks ten minutes, which ``QT_TEST_SYSTEMD_LIVE_SECONDS=600``
-gives); no secret of the env files in the journal; the target stopping within its units'
-``TimeoutStopSec`` with no unit failed. Figures go to ``$QT_SYSTEMD_REPORT`` (default
-``reports/systemd-test.json``); the directives this host cannot enforce are reported there
-and printed.
+the live publisher still active ``QT_TEST_SYSTEMD_LIVE_SECONDS`` after its last start (its
+own ``kill -9`` included; default 240 s, eight watchdog periods, for a quick local run;
+``.ci/run`` sets 600, the ten minutes the issue asks); no secret of the env files in the
+journal; the target stopping within its units' ``TimeoutStopSec`` with no unit failed.
+Figures go to ``$QT_SYSTEMD_REPORT`` (default ``reports/systemd-test.json``); the directives
+this host cannot enforce are reported there and printed.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def test_install_is_one_command_and_idempotent(machine: Machine) -> None:
     env = "/etc/quantum"
     replay = {"QT_CLOCK": "event", "QT_SYMBOLS": "BTCUSDT,ETHUSDT", "QT_CLAIM_IDLE_MS": "2000",
               "QT_REPLAY_START": "2025-09-01T00:00:00Z",
-              "QT_REPLAY_END": "2025-09-06T00:00:00Z"}  # 1,440 bars a symbol: it trades
+              "QT_REPLAY_END": "2025-09-06T00:00:00Z",  # 1,440 bars a symbol: it trades
+              "QT_MIN_CONFIDENCE": "0.65"}  # at the former threshold (tests/conftest.py)
     for path in machine.sh(f"ls {env}/*.env").split():
         _append(machine, path, replay)  # a service's own file is read after common.env
     _append(machine, f"{env}/market-publisher.env", {"QT_SOURCE": "replay",
@@ -275,6 +276,9 @@ def test_kill_9_of_each_main_pid_brings_it_back(machine: Machine) -> None:
 
         _until(back, f"{unit} back after kill -9")
         REPORT["kill9_to_active_seconds"][unit] = round(time.monotonic() - killed, 1)
+        if unit == PUBLISHER and "live_started_monotonic" in REPORT:
+            # the no-route watch below counts from the live publisher's last start
+            REPORT["live_started_monotonic"] = time.monotonic()
         after = machine.show(unit, "NRestarts")
         assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
         flags = json.loads(machine.run([QUANTUMCTL, "status", "--json"]).stdout)["flags"]

@@ -41,6 +41,11 @@ class State(Protocol):
         """A sorted set as member → score (a guard's members and their event times)."""
         ...
 
+    def items(self, key: str, start: int = 0, stop: int = -1) -> list[bytes]:
+        """A list's items from ``start`` to ``stop`` (inclusive, as ``LRANGE``): an
+        :meth:`~quantum.bus.runner.Outbox.append` trail, newest first."""
+        ...
+
 
 class History(Protocol):
     """Recent entries of streams, decoded."""

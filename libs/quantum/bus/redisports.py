@@ -32,6 +32,9 @@ class RedisState:
             for member, score in self.client.zrange(key, 0, -1, withscores=True)
         }
 
+    def items(self, key: str, start: int = 0, stop: int = -1) -> list[bytes]:
+        return list(self.client.lrange(key, start, stop))
+
 
 class RedisHistory:
     def __init__(self, client: redis.Redis, types: EventTypes) -> None:

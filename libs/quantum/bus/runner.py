@@ -38,6 +38,16 @@ epoch (:mod:`quantum.risk.fleetstate`: a Redis that came back empty trips the ES
 pending on this consumer at start were being handled when a previous process died; they are
 handled one at a time, each charged a delivery only when its turn comes, so an entry that
 kills the process is dead-lettered alone and its batch-mates are handled.
+
+**Durable commits.** A commit whose outbox says an effect outside the bus will follow it
+(:meth:`Outbox.require_replica`: execution recording an order intent it is about to send)
+is confirmed with ``WAIT <replicas> <replica_wait_ms>`` on the connection that ran it, when
+replicas are expected (``QT_REPLICAS_EXPECTED``; by default one behind a Sentinel URL). A
+commit that is not confirmed in time raises :class:`ReplicaUnconfirmed`, which the loop
+treats as an outage: the service's next turn (where the order would leave) does not come;
+the runner reloads its state and waits until a probe write is confirmed by a replica. So an
+intent the exchange may receive is always on a replica Sentinel can promote
+(docs/RELIABILITY.md, "Failover").
 """
 
 from __future__ import annotations
@@ -63,6 +73,21 @@ from quantum.observability.heartbeat import Beacon
 Command = tuple[str | bytes | int | float, ...]
 ACK_CHUNK = 1000  # ids per XACK inside the commit script (Lua's unpack has a limit)
 _BUS_DOWN_PREFIXES = ("READONLY", "MASTERDOWN", "LOADING", "NOREPLICAS", "TRYAGAIN")
+# The same replies once redis-py has parsed them into their own classes (prefix removed).
+_BUS_DOWN_ERRORS = (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError,
+                    redis.exceptions.TryAgainError)
+
+
+class ReplicaUnconfirmed(redis.ConnectionError):
+    """A commit that must be on ``required`` replicas before its effects leave the bus was
+    confirmed by only ``confirmed`` within the wait. The commit is on the master, but
+    nothing that depends on it may happen: the runner treats this as the bus being down
+    (reloads its state and waits until a replica confirms)."""
+
+    def __init__(self, confirmed: int, required: int, wait_ms: int) -> None:
+        super().__init__(f"{confirmed} of {required} replicas confirmed within {wait_ms} ms")
+        self.confirmed = confirmed
+        self.required = required
 
 
 class CommitRefused(RuntimeError):
@@ -79,6 +104,8 @@ def bus_unavailable(error: BaseException) -> bool:
     connection refused or reset, a timeout (``CLIENT PAUSE``), ``LOADING``, or a failover
     (``READONLY`` replica, ``MASTERDOWN``). These are retried, never fatal."""
     if isinstance(error, redis.ConnectionError | redis.TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, _BUS_DOWN_ERRORS):
         return True
     if isinstance(error, redis.ResponseError):
         return str(error).startswith(_BUS_DOWN_PREFIXES)
@@ -180,6 +207,7 @@ class Outbox:
     appends: list[tuple[str, bytes, int]] = field(default_factory=list)  # key, value, keep
     guards: list[tuple[str, str, int, int]] = field(default_factory=list)
     swaps: dict[str, tuple[bytes | None, bytes]] = field(default_factory=dict)
+    durable: bool = False  # must be on the expected replicas before its effects follow
 
     def emit(self, stream: StreamSpec, envelope: Envelope[Any]) -> None:
         if stream.name not in self.produces:
@@ -215,6 +243,13 @@ class Outbox:
         operators change too)."""
         first = self.swaps.get(key)
         self.swaps[key] = (first[0] if first is not None else expected, value)
+
+    def require_replica(self) -> None:
+        """This commit records something an effect outside the bus will follow (an order
+        intent the exchange is about to receive): the runner confirms it on the expected
+        replicas (``WAIT``) before the service's next turn, or raises
+        :class:`ReplicaUnconfirmed` and holds the service until a replica confirms."""
+        self.durable = True
 
     def guard(self, key: str, member: str, score_ms: int, keep_ms: int) -> None:
         """Record ``member`` in the sorted set ``key`` (score: event time, ms) with the commit,
@@ -296,6 +331,8 @@ class RunnerConfig:
     reconnect_initial_s: float = 0.1  # back-off while the bus is unreachable, doubled …
     reconnect_max_s: float = 5.0  # … up to this
     stale_retries: int = 3  # a batch refused as STALE is reloaded and handled again this often
+    replicas: int = 0  # replicas that must confirm a durable commit (Outbox.require_replica)
+    replica_wait_ms: int = 1000  # how long they may take (WAIT's timeout)
 
 
 def publish(
@@ -361,12 +398,17 @@ def transaction(
     return list(replies or ())
 
 
-def commit_script(client: redis.Redis, argv: list[str | bytes | int | float]) -> Any:
+def commit_script(
+    client: redis.Redis, argv: list[str | bytes | int | float],
+    wait: tuple[int, int] | None = None,
+) -> Any:
     """Run :data:`COMMIT_SCRIPT` with ``argv``: packed by hiredis, one write, one reply.
 
     ``NOSCRIPT`` (a restarted or failed-over Redis has an empty script cache) is answered by
     sending the script itself once. A refusal raises :class:`CommitRefused`; a connection
-    that failed mid-exchange is dropped rather than reused.
+    that failed mid-exchange is dropped rather than reused. ``wait`` = (replicas, ms): then
+    ``WAIT`` on the same connection (it waits for this connection's last write) and
+    :class:`ReplicaUnconfirmed` unless that many replicas hold the commit.
     """
     pool = client.connection_pool
     connection = pool.get_connection()
@@ -375,7 +417,10 @@ def commit_script(client: redis.Redis, argv: list[str | bytes | int | float]) ->
             packed = hiredis.pack_command((*command, 0, *argv))  # type: ignore[arg-type]
             connection.send_packed_command([packed], check_health=False)
             try:
-                return connection.read_response()
+                reply = connection.read_response()
+                if wait is not None:
+                    _wait_replicas(connection, *wait)
+                return reply
             except redis.exceptions.NoScriptError:
                 continue
             except redis.ResponseError as e:
@@ -387,6 +432,34 @@ def commit_script(client: redis.Redis, argv: list[str | bytes | int | float]) ->
         raise RuntimeError("commit script could not be loaded")  # pragma: no cover
     except BaseException as e:
         if not isinstance(e, redis.ResponseError | CommitRefused):
+            connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+
+
+def _wait_replicas(connection: Any, replicas: int, wait_ms: int) -> None:
+    packed = hiredis.pack_command(("WAIT", replicas, wait_ms))  # type: ignore[arg-type]
+    connection.send_packed_command([packed], check_health=False)
+    confirmed = int(connection.read_response())
+    if confirmed < replicas:
+        raise ReplicaUnconfirmed(confirmed, replicas, wait_ms)
+
+
+def confirm_replicas(client: redis.Redis, probe: Command, replicas: int, wait_ms: int) -> None:
+    """Whether everything written to the master so far is on ``replicas`` replicas: the
+    write ``probe`` (any command the master replicates) then ``WAIT`` on one connection;
+    the replication stream is ordered, so confirming the probe confirms every earlier
+    write. Raises :class:`ReplicaUnconfirmed` otherwise."""
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([hiredis.pack_command(probe)],  # type: ignore[arg-type]
+                                       check_health=False)
+        connection.read_response()
+        _wait_replicas(connection, replicas, wait_ms)
+    except BaseException as e:
+        if not isinstance(e, redis.ResponseError):
             connection.disconnect()
         raise
     finally:
@@ -451,6 +524,8 @@ class Runner:
         self._epoch: bytes | None = None  # the fleet epoch this process works under
         self._clock = getattr(service, "clock", None)
         self.outages = 0  # bus outages survived (tests and metrics)
+        self.unconfirmed = 0  # durable commits no replica confirmed in time (tests, metrics)
+        self._held: ReplicaUnconfirmed | None = None  # waiting for a replica to confirm
         self.refusals: dict[str, int] = defaultdict(int)  # commit refusals by reason
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -525,6 +600,8 @@ class Runner:
             try:
                 self.client.ping()
                 self._resync()
+                if self._held is not None:
+                    self._confirm_held()
             except Exception as e:
                 if not bus_unavailable(e):
                     raise
@@ -541,6 +618,16 @@ class Runner:
             self.notifier.status("running")
             self.log.warning("redis_reachable_again", after_s=round(time.monotonic() - started, 2),
                              first_start=first)
+
+    def _confirm_held(self) -> None:
+        """After a durable commit no replica confirmed: confirm everything written so far
+        (the heartbeat as the probe write) before the service may send anything."""
+        held = self._held
+        assert held is not None
+        confirm_replicas(self.client, self.beacon.command(), held.required,
+                         self.config.replica_wait_ms)
+        self._held = None
+        self.log.warning("replica_confirmed", replicas=held.required)
 
     def _outage_began(self, error: BaseException | None) -> None:
         metrics.REDIS_REACHABLE.labels(self._name).set(0)
@@ -766,7 +853,20 @@ class Runner:
         for command in commands:
             argv.append(len(command))
             argv.extend(command)
-        reply = commit_script(self.client, argv)
+        wait = ((self.config.replicas, self.config.replica_wait_ms)
+                if out.durable and self.config.replicas > 0 else None)
+        try:
+            reply = commit_script(self.client, argv, wait)
+        except ReplicaUnconfirmed as e:
+            # Fail closed: the commit is on the master only; nothing that follows from it
+            # (an order to the exchange) may happen until a replica holds it.
+            self._held = e
+            self.unconfirmed += 1
+            metrics.REPLICA_UNCONFIRMED.labels(self._name).inc()
+            self.notifier.status("replica_unconfirmed")
+            self.log.error("replica_unconfirmed", confirmed=e.confirmed, required=e.required,
+                           wait_ms=self.config.replica_wait_ms)
+            raise
         if versioned:
             self._version = _id(reply)
         after = getattr(self.service, "after_commit", None)

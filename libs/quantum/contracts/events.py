@@ -102,6 +102,69 @@ class EndOfData(Payload):
     last_ts: int
 
 
+# --- other venues (the cross-exchange-aggregator) --------------------------------------------
+# The fleet's kline and tick shapes, with the venue and its own instrument name added: a
+# Coinbase ``BTC-USD`` spot price is filed under the fleet symbol it prices (``BTCUSDT``).
+# They travel on ``exchange.normalized`` only, never on the Binance market streams.
+
+Venue = Literal["bybit", "coinbase"]
+
+
+@EVENT_TYPES.register
+class VenueKline(Payload):
+    """A closed candlestick of another venue. ``ts`` of its envelope is ``close_time``."""
+
+    event_type = "exchange.kline"
+
+    venue: Venue
+    instrument: Annotated[str, Field(min_length=1, max_length=32)]
+    symbol: Symbol
+    interval: str
+    open_time: int
+    close_time: int
+    open: Positive
+    high: Positive
+    low: Positive
+    close: Positive
+    volume: NonNegative
+
+
+@EVENT_TYPES.register
+class VenueTick(Payload):
+    """A price update of another venue: the last trade price in all four prices (as the
+    Binance live tick), the venue's mark and index price and its current (predicted)
+    funding rate where the venue has them (perpetuals), else None."""
+
+    event_type = "exchange.tick"
+
+    venue: Venue
+    instrument: Annotated[str, Field(min_length=1, max_length=32)]
+    symbol: Symbol
+    ts: int
+    open: Positive
+    high: Positive
+    low: Positive
+    close: Positive
+    mark_price: Positive | None = None
+    index_price: Positive | None = None
+    funding_rate: Finite | None = None
+    next_funding_time: int | None = None
+
+
+@EVENT_TYPES.register
+class VenueFunding(Payload):
+    """A funding settlement of another venue's perpetual: the rate settled at
+    ``funding_time``."""
+
+    event_type = "exchange.funding"
+
+    venue: Venue
+    instrument: Annotated[str, Field(min_length=1, max_length=32)]
+    symbol: Symbol
+    funding_time: int
+    funding_rate: Finite
+
+
 # --- features and models ------------------------------------------------------------------
 
 
@@ -118,6 +181,10 @@ class FeatureVector(Payload):
     close: Positive
     schema_hash: str
     values: dict[str, Finite]
+    # Cross-exchange values outside the model schema (``quantum.features.crossvenue``):
+    # only those available for this bar; each one absent is named with the reason.
+    extras: dict[str, Finite] = Field(default_factory=dict)
+    extras_missing: dict[str, str] = Field(default_factory=dict)
 
 
 class MemberVote(Record):
@@ -466,6 +533,27 @@ class ReconcileEvent(Payload):
     ts: int
 
 
+@EVENT_TYPES.register
+class LedgerDifference(Payload):
+    """The venue's income history and the journal disagree beyond the tolerance, or the
+    ledger cannot compare them (``unavailable``), or an earlier difference is gone
+    (``resolved``). Amounts are in the settlement asset (USDT), each side's own total of
+    ``component``: fees and funding as paid (positive = paid), PnL as realised."""
+
+    event_type = "ledger.difference"
+
+    kind: Literal["trade", "day", "unattributed", "unavailable", "resolved"]
+    scope: str  # the trade id, the UTC day (YYYY-MM-DD), or the source that failed
+    symbol: str  # "" for a day or the whole account
+    component: Literal["realised_pnl", "fees", "funding", "net", ""]
+    venue_amount: Finite
+    journal_amount: Finite
+    difference: Finite  # venue_amount - journal_amount
+    tolerance: NonNegative
+    detail: str
+    ts: int
+
+
 # --- model supervision and continuous learning (issue 3) ----------------------------------
 
 
@@ -595,3 +683,70 @@ class SizingPolicyPromoted(Payload):
     return_difference: Finite | None
     sharpe_difference: Finite | None
     ts: int
+
+
+# --- market regime ----------------------------------------------------------------------
+
+
+@EVENT_TYPES.register
+class MetaRegime(Payload):
+    """A symbol's or the market's regime when it changed (:mod:`quantum.regime.rules`):
+    ``scope`` is a symbol or ``MARKET``; ``bar_time`` the close time of the bar classified;
+    ``trend_score`` and ``vol_ratio`` the rules' inputs; ``previous_*`` what it was before
+    (None at the first call); ``members`` the symbols the market's call is made of."""
+
+    event_type = "meta.regime"
+
+    scope: Annotated[str, Field(pattern=r"^(MARKET|[A-Z0-9]{1,16}(USDT|USDC)(_[0-9]{6})?)$")]
+    bar_time: Annotated[int, Field(ge=0)]
+    trend: Literal["trend_up", "trend_down", "range"]
+    volatility: Literal["low_vol", "normal_vol", "high_vol"]
+    previous_trend: Literal["trend_up", "trend_down", "range"] | None
+    previous_volatility: Literal["low_vol", "normal_vol", "high_vol"] | None
+    trend_score: Finite
+    vol_ratio: NonNegative
+    baseline_vol: NonNegative
+    members: Annotated[int, Field(ge=1)]
+    rules_version: Annotated[int, Field(ge=1)]
+
+
+# --- universe ---------------------------------------------------------------------------
+
+
+class UniverseMember(Record):
+    """One ranked symbol: what it was measured at, and why it is in or out.
+
+    ``reasons`` are codes with their figures (``quote_volume_24h_below_min: 4.1e5 < 1e6``);
+    a selected symbol's first reason is ``selected: rank 2 of 40``.
+    """
+
+    symbol: Symbol
+    rank: Annotated[int, Field(ge=1)]
+    selected: bool
+    score: Finite
+    quote_volume_24h: NonNegative
+    spread_bps: NonNegative | None
+    spread_source: Literal["book", "bars", "none"]
+    volatility_24h: NonNegative | None
+    listing_age_days: NonNegative | None
+    history_bars: Annotated[int, Field(ge=0)]
+    completeness: Annotated[float, Field(ge=0, le=1)] | None
+    realised_pnl: Finite
+    trades: Annotated[int, Field(ge=0)]
+    reasons: tuple[str, ...]
+
+
+@EVENT_TYPES.register
+class UniverseUpdated(Payload):
+    """The universe service's ranking when the selection changed: every candidate ranked,
+    the selected symbols in rank order, and what entered and left since the last one."""
+
+    event_type = "universe.updated"
+
+    ts: int
+    policy_version: Annotated[int, Field(ge=0)]
+    source: Literal["bars", "binance"]
+    symbols: tuple[Symbol, ...]
+    entered: tuple[Symbol, ...]
+    left: tuple[Symbol, ...]
+    members: tuple[UniverseMember, ...]

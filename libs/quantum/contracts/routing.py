@@ -37,6 +37,10 @@ STREAM_EVENTS: dict[str, tuple[str, ...]] = {
                         "learning.shadow.completed"),
     "rl_rewards": ("rl.reward",),
     "policy.sizing": ("rl.policy.promoted",),
+    "ledger.events": ("ledger.difference",),
+    "meta.regime": ("meta.regime",),
+    "universe.updated": ("universe.updated",),
+    "exchange.normalized": ("exchange.kline", "exchange.tick", "exchange.funding"),
     "dlq": (DEAD_LETTER_TYPE,),
 }
 

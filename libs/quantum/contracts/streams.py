@@ -29,6 +29,18 @@ RECONCILE_EVENTS = StreamSpec("reconcile.events", 50_000, "Differences between e
 AI_SUPERVISOR = StreamSpec("ai.supervisor", 50_000, "Model supervisor: bias, drift, swaps, members")
 LEARNING_EVENTS = StreamSpec("learning.events", 10_000, "CLM retraining runs and shadow tests")
 SIZING_POLICY = StreamSpec("policy.sizing", 10_000, "Sizing policies the rl-trainer promoted")
+LEDGER_EVENTS = StreamSpec(
+    "ledger.events", 50_000, "Differences between the venue's income history and the journal"
+)
+META_REGIME = StreamSpec(
+    "meta.regime", 50_000, "Trend and volatility regime changes per symbol and market"
+)
+UNIVERSE_UPDATED = StreamSpec(
+    "universe.updated", 10_000, "The ranked symbol universe, with each symbol's reasons"
+)
+EXCHANGE_NORMALIZED = StreamSpec(
+    "exchange.normalized", 200_000, "Other venues' klines, tickers and funding (Bybit, Coinbase)"
+)
 
 CATALOGUE: dict[str, StreamSpec] = {
     spec.name: spec
@@ -53,6 +65,10 @@ CATALOGUE: dict[str, StreamSpec] = {
         AI_SUPERVISOR,
         LEARNING_EVENTS,
         SIZING_POLICY,
+        LEDGER_EVENTS,
+        META_REGIME,
+        UNIVERSE_UPDATED,
+        EXCHANGE_NORMALIZED,
         DLQ,
     )
 }

@@ -105,11 +105,14 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables
 
 
 def connect(url: str) -> redis.Redis:
-    """A client that has answered PING; one line naming the URL if Redis does not answer."""
+    """A client that has answered PING; one line naming the URL if Redis does not answer.
+    Direct or through Sentinel (``redis+sentinel://``, :mod:`quantum.bus.connection`)."""
     import redis
 
+    from quantum.bus import connection
+
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=30)
+        client = connection.connect(url, socket_connect_timeout=3, socket_timeout=30)
     except ValueError as e:
         raise ArgumentError(f"--redis-url {redact_url(url)!r} is not a Redis URL: {e}") from None
     try:

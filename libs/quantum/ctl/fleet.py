@@ -20,6 +20,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from quantum.bus import connection
 from quantum.ctl.errors import CtlError, redact_url
 from quantum.ctl.runstate import (
     STATE_DIR_VARIABLE,
@@ -123,7 +124,7 @@ def _initialise(redis_url: str, paths: RunPaths, echo: Callable[[str], None]) ->
 
     from quantum.risk import fleetstate
 
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=3)
+    client = connection.connect(redis_url, socket_connect_timeout=3)
     try:
         epoch, outcome = fleetstate.initialise_local(
             client, paths.root / "fleet-epoch", f"{getpass.getuser()}@{socket.gethostname()}"

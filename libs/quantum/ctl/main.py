@@ -11,9 +11,12 @@ from collections.abc import Sequence
 import typer
 
 import quantum.ctl.books_cmd  # trades, profit, balance, restart
+import quantum.ctl.ledger_cmd  # ledger
 import quantum.ctl.notify_cmd
+import quantum.ctl.regime_cmd  # regime
 import quantum.ctl.research_cmd  # walkforward, optimize; the other groups
-import quantum.ctl.timer_cmd  # noqa: F401  (timer run)
+import quantum.ctl.timer_cmd  # timer run
+import quantum.ctl.universe_cmd  # noqa: F401  (universe show, diff, apply)
 from quantum.ctl import fleet_cmd, models_cmd, replay_cmd, risk_cmd, rl_cmd  # noqa: F401
 from quantum.ctl.cli import PROG, app
 

@@ -14,6 +14,7 @@ import typer
 from quantum.ctl.cli import (
     app,
     make_console,
+    ms_to_iso,
 )
 from quantum.ctl.errors import ArgumentError, CtlError
 
@@ -180,6 +181,10 @@ def _print_report(result: dict[str, Any], data: Path, report_path: Path,
     report_path.write_bytes(_json(result))  # now with the benchmark comparison
     for key, value in _key_figures(result):
         typer.echo(f"{key}: {value}")
+    for change in result.get("universe_changes", []):  # what entered and left, when
+        moves = [f"+{s}" for s in change["entered"]] + [f"-{s}" for s in change["left"]]
+        typer.echo(f"universe {ms_to_iso(change['ts'])}: {' '.join(moves)} "
+                   f"({change['size']} symbols)")
     for path in written.values():
         typer.echo(f"wrote {path}")
     typer.echo(f"report written to {report_path}")

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import redis
 
+from quantum.bus import connection
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import SERVICES
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.action != "live" and not arguments.file:
         parser.error(f"{arguments.action} needs a FILE")
-    client = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=3)
+    client = connection.connect(arguments.redis_url, socket_connect_timeout=3)
     try:
         if arguments.action == "live":
             print("\n".join(live_services(client)))

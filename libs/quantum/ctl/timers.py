@@ -22,6 +22,7 @@ from pathlib import Path
 import orjson
 import redis
 
+from quantum.bus import connection
 from quantum.registry import fleet
 from quantum.registry.generate.common import INSTALL_ROOT, STATE_DIR
 
@@ -32,7 +33,7 @@ def _verify(redis_url: str) -> tuple[bool, str]:
     from quantum.ctl import systemd
     from quantum.ctl.truth import drift, truth_map
 
-    document = systemd.add_to(truth_map(redis.Redis.from_url(redis_url), None))
+    document = systemd.add_to(truth_map(connection.connect(redis_url), None))
     found = drift(document)
     if found:
         return False, "; ".join(f"{f['kind']}: {f['subject']}" for f in found[:10])
@@ -119,7 +120,7 @@ def run(name: str, redis_url: str, echo: Callable[[str], None] = print) -> int:
         ok, detail = False, f"{type(e).__name__}: {e}"
     now = time.time()
     try:
-        record(redis.Redis.from_url(redis_url), name, ok, detail, now)
+        record(connection.connect(redis_url), name, ok, detail, now)
         recorded = True
     except redis.RedisError as e:
         recorded, detail = False, f"{detail}; result not recorded: {e}"

@@ -21,6 +21,8 @@ operator and a script see the same facts:
                           owned key ``K`` counts as owned)
   ``redis_not_durable``   the Redis does not keep its data (AOF off, or keys may be evicted):
                           a restart would lose the ESS, the books and the guards
+  ``redis_no_replica``    behind Sentinel, the master has no replica in sync: execution
+                          holds every order (its intent cannot be confirmed)
 
 Where systemd runs, :mod:`quantum.ctl.systemd` adds the units' and timers' state and its
 own flags (``unit_failed``, ``unit_restarts``, ``unit_not_installed``, ``unit_file_differs``,
@@ -245,8 +247,7 @@ def truth_map(client: redis.Redis, state: dict[str, Any] | None) -> dict[str, An
         if not _is_owned(key, owned):
             flags.append(Flag("undeclared_state_key", key, "no service in the registry owns it"))
     durability = redis_durability(client)
-    if not durability["durable"]:
-        flags.append(Flag("redis_not_durable", "redis", durability["detail"]))
+    flags.extend(_redis_flags(durability))
     trading = trading_state(client, beats)
     for reason in trading["blocked_by"]:
         flags.append(Flag("trading_blocked", "entries", reason))
@@ -258,6 +259,18 @@ def truth_map(client: redis.Redis, state: dict[str, Any] | None) -> dict[str, An
         "redis": durability,
         "flags": [flag.as_dict() for flag in flags],
     }
+
+
+def _redis_flags(durability: dict[str, Any]) -> list[Flag]:
+    flags = []
+    if not durability["durable"]:
+        flags.append(Flag("redis_not_durable", "redis", durability["detail"]))
+    replication = durability.get("replication") or {}
+    if replication.get("sentinel") and not replication.get("replicas_in_sync"):
+        flags.append(Flag("redis_no_replica", "redis",
+                          f"master {replication.get('master')} has no replica in sync: "
+                          "orders are held until one is"))
+    return flags
 
 
 def redis_durability(client: redis.Redis) -> dict[str, Any]:
@@ -274,8 +287,28 @@ def redis_durability(client: redis.Redis) -> dict[str, Any]:
         problems.append("appendonly is off: a restart loses every key")
     if policy_name != "noeviction":
         problems.append(f"maxmemory-policy is {policy_name}: keys may be evicted")
+    replication = redis_replication(client)
+    detail = "; ".join(problems) or "AOF on, noeviction"
+    if replication["sentinel"]:
+        detail += (f"; master {replication['master']} (via Sentinel), "
+                   f"{replication['replicas_in_sync']} replica(s) in sync")
     return {"durable": not problems, "appendonly": appendonly, "maxmemory_policy": policy_name,
-            "detail": "; ".join(problems) or "AOF on, noeviction"}
+            "replication": replication, "detail": detail}
+
+
+def redis_replication(client: redis.Redis) -> dict[str, Any]:
+    """The node the client talks to: its role and replicas online; behind a Sentinel URL,
+    which master the Sentinels name (:mod:`quantum.bus.connection`)."""
+    from quantum.bus import connection
+
+    address = connection.master_address(client)
+    info = client.info("replication")
+    in_sync = sum(1 for key, value in info.items()
+                  if key.startswith("slave") and isinstance(value, dict)
+                  and value.get("state") == "online")
+    return {"sentinel": address is not None, "role": _text(info.get("role", "")),
+            "master": None if address is None else f"{address[0]}:{address[1]}",
+            "replicas_in_sync": in_sync}
 
 
 def trading_state(client: redis.Redis, beats: dict[str, dict[str, Any]]) -> dict[str, Any]:

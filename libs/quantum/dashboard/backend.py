@@ -19,6 +19,7 @@ import redis
 import structlog
 from sqlalchemy import Engine
 
+from quantum.bus import connection
 from quantum.ctl.runstate import pid_alive
 from quantum.ctl.truth import truth_map
 from quantum.dashboard import live, queries
@@ -82,7 +83,7 @@ class DashboardBackend:
 
     def __init__(self, options: DashboardOptions) -> None:
         self.options = options
-        self.client = redis.Redis.from_url(options.redis_url, socket_connect_timeout=2,
+        self.client = connection.connect(options.redis_url, socket_connect_timeout=2,
                                            socket_timeout=5, health_check_interval=30)
         self.engine: Engine = make_engine(options.database_url)
         self.reports = Reports(options.reports_dir)

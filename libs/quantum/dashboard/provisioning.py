@@ -58,6 +58,9 @@ DASHBOARDS: dict[str, tuple[str, tuple[Panel, ...]]] = {
               "(le) (rate(quantum_journal_order_report_latency_seconds_bucket[10m])))"),), "s"),
         Panel("Entry orders per hour",
               (("{{side}}", "sum by (side) (increase(quantum_apply_orders_total[1h]))"),)),
+        Panel("Ledger: venue income against the journal",
+              (("open differences", "max(quantum_ledger_open_differences)"),
+               ("largest difference (USDT)", "max(quantum_ledger_largest_difference_usdt)"))),
     )),
     "quantum-ai-risk": ("Quantum Trader — models and risk", (
         Panel("Emergency stop", (("tripped", "max(quantum_ess_tripped)"),

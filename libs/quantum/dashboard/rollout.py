@@ -16,6 +16,7 @@ import time
 import orjson
 import redis
 
+from quantum.bus import connection
 from quantum.ctl.truth import group_lag
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.registry.fleet import service
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url",
                         default=os.environ.get("QT_REDIS_URL", "redis://127.0.0.1:6379/0"))
     arguments = parser.parse_args(argv)
-    client = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=3)
+    client = connection.connect(arguments.redis_url, socket_connect_timeout=3)
     if arguments.action == "pid":
         pid = heartbeat_pid(client, arguments.service)
         print(pid if pid is not None else "")

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from quantum.bus.ports import Ports
 from quantum.bus.runner import Service
 from quantum.config import ConfigError
-from quantum.contracts.streams import CATALOGUE, PORTFOLIO_STATE, TRADE_CLOSED
+from quantum.contracts.streams import CATALOGUE, PORTFOLIO_STATE, TRADE_CLOSED, UNIVERSE_UPDATED
 from quantum.engine.engine import Engine, EngineError
 from quantum.engine.memory import MemoryBus
 from quantum.features import stream_tables
@@ -127,6 +127,7 @@ def build_engine(request: BacktestRequest, names: Callable[[str], bool] = lambda
     bus = MemoryBus()
     bus.record(TRADE_CLOSED)
     bus.record(PORTFOLIO_STATE)
+    bus.record(UNIVERSE_UPDATED)
     seed(bus, request)
     engine = Engine(bus)
     for spec in SERVICES:
@@ -252,6 +253,8 @@ def report(engine: Engine, request: BacktestRequest, klines: int, wall_seconds: 
              "commits": bus.commits, "profile": profile,
              "loop_seconds": {k: round(v, 4) for k, v in engine.stats.seconds.items()},
              "processes": 2 if stage is not None else 1},
+        universe=[e.payload.model_dump(mode="json")
+                  for e in bus.recorded[UNIVERSE_UPDATED.key]],
     )
     result.update(engine="backtest", symbols=list(request.symbols), model=request.model,
                   data_dir=str(request.data_dir), start_ms=first_ms, end_ms=last_ms)

@@ -112,6 +112,10 @@ class MemoryBus:
     def scores(self, key: str) -> dict[str, int]:
         return dict(self.zsets.get(key, {}))
 
+    def items(self, key: str, start: int = 0, stop: int = -1) -> list[bytes]:
+        found = self.lists.get(key, [])
+        return found[start:] if stop == -1 else found[start:stop + 1]
+
     def set(self, key: str, value: object) -> None:
         """Seed a key before the run (the fleet's ``quantumctl init`` and policy write)."""
         self.values[key] = value if isinstance(value, bytes) else orjson.dumps(value)

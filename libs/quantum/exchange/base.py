@@ -111,5 +111,11 @@ class Venue(Protocol):
         """Whether the exit-brain's levels are part of ``snapshot`` (live: the protective
         orders resting on the exchange follow them), so ``set_levels`` changes the state."""
 
+    def take_income(self) -> list[dict[str, Any]]:
+        """Income the venue booked since the last call, as
+        :class:`~quantum.exchange.income.IncomeRecord` documents, then forgotten (paper:
+        execution appends them to the income trail; live: none, the exchange keeps its own
+        income history)."""
+
     def close(self) -> None:
         """Release what the venue holds open (the user data stream)."""

@@ -45,6 +45,12 @@ class Beacon:
         }
         self._last = 0.0
 
+    def command(self) -> tuple[str | bytes | int, ...]:
+        """The heartbeat refresh as one command (``SET … EX``), for a caller that needs a
+        write of its own on a given connection (the runner's replica probe)."""
+        self._beat["ts"] = time.time()
+        return ("SET", self.key, orjson.dumps(self._beat), "EX", self.ttl_s)
+
     def beat(self, force: bool = False) -> tuple[bytes | None] | None:
         """Refresh the heartbeat (at most once a second). When it did and a ``watch_key`` is
         set, returns that key's value read in the same round trip (the fleet epoch)."""

@@ -40,6 +40,11 @@ REDIS_REACHABLE = Gauge(
     ["service"],
 )
 BUS_OUTAGES = Counter("quantum_bus_outages_total", "Bus outages survived", ["service"])
+REPLICA_UNCONFIRMED = Counter(
+    "quantum_bus_replica_unconfirmed_total",
+    "Commits recording an order intent that no replica confirmed in time (order held)",
+    ["service"],
+)
 COMMIT_REFUSED = Counter(
     "quantum_bus_commit_refused_total",
     "Commits refused before writing (NOTOWNER, STALE, DUPLICATE)",

@@ -74,6 +74,8 @@ def state_key(name: str) -> str:
 
 PORTFOLIO_KEY = state_key("portfolio")
 EXECUTION_KEY = state_key("execution")
+# The paper venue's income history, newest first (quantum.exchange.income; the ledger reads it)
+EXECUTION_INCOME_KEY = state_key("execution:income")
 GOVERNOR_KEY = state_key("risk-governor")
 APPLY_KEY = state_key("apply-layer")  # sorted set of applied plan ids (duplicate guard)
 APPLY_REFUSAL_KEY = state_key("apply-layer:last-refusal")  # why the last approval was refused
@@ -92,6 +94,10 @@ CLM_KEY = state_key("clm")  # retraining schedule, running job, shadow test in p
 RL_SIZING_KEY = state_key("intent-bridge:rl")  # RL agent health; per-plan records under it
 RL_FEEDBACK_KEY = state_key("rl-feedback")  # rolling returns of the reward, totals
 RL_TRAINER_KEY = state_key("rl-trainer")  # rewards since the last run, schedule, last result
+UNIVERSE_KEY = state_key("universe")  # the selection in force (governor, market-publisher)
+UNIVERSE_RANKING_KEY = state_key("universe:ranking")  # every candidate, its figures, reasons
+META_REGIME_KEY = state_key("meta-regime")  # current regimes and the calls' scorecards
+LEDGER_KEY = state_key("ledger")  # the last comparison with the venue, open differences
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -109,8 +115,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
         module="services.feature_publisher",
         settings="services.feature_publisher.config:Settings",
         description="Computes the unified feature vector for every closed bar",
-        # ticks first: a bar's tick (mark price, funding) is read before its kline
-        consumes=(s.MARKET_TICK, s.MARKET_KLINES),
+        # other venues and ticks first: what a bar's extras and funding read comes before
+        # its kline (quantum.features.crossvenue uses only what is at or before the close)
+        consumes=(s.EXCHANGE_NORMALIZED, s.MARKET_TICK, s.MARKET_KLINES),
         produces=(s.FEATURES,),
         port=9102,
     ),
@@ -165,7 +172,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         description="Places orders on the exchange (paper or Binance futures); owns positions",
         consumes=(s.APPLY_RESULT, s.HARVEST_INTENT, s.MARKET_TICK, s.RECONCILE_EVENTS),
         produces=(s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE),
-        state_keys=(EXECUTION_KEY, PORTFOLIO_KEY),
+        state_keys=(EXECUTION_KEY, PORTFOLIO_KEY, EXECUTION_INCOME_KEY),
         port=9107,
         loopback_only=False,
     ),
@@ -186,7 +193,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         description="Writes the SQL trade journal (signals, risk, orders, fills, trades, models)",
         consumes=(s.AI_SIGNAL, s.AI_DECISION, s.RISK_DECISION, s.RISK_EVENTS, s.APPLY_RESULT,
                   s.EXECUTION_RESULT, s.TRADE_CLOSED, s.PORTFOLIO_STATE, s.LEARNING_EVENTS,
-                  s.AI_SUPERVISOR),
+                  s.AI_SUPERVISOR, s.UNIVERSE_UPDATED),
         state_keys=(JOURNAL_KEY,),
         port=9109,
         required=False,
@@ -251,6 +258,57 @@ SERVICES: tuple[ServiceSpec, ...] = (
         memory_max="2G",
         replay=False,
     ),
+    ServiceSpec(
+        name="universe",
+        module="services.universe",
+        settings="services.universe.config:Settings",
+        description="Ranks the tradable symbols and publishes the universe the fleet may trade",
+        # closed bars (the fleet's own history) and its realised results per symbol
+        consumes=(s.MARKET_KLINES, s.TRADE_CLOSED),
+        produces=(s.UNIVERSE_UPDATED,),
+        state_keys=(UNIVERSE_KEY, UNIVERSE_RANKING_KEY),
+        port=9114,
+        # the selection lives on in its key: a universe service that is down freezes the
+        # universe (nothing is added), it does not open it, so trading need not stop
+        required=False,
+        loopback_only=False,  # the exchange's listing and 24 h statistics (live)
+    ),
+    ServiceSpec(
+        name="meta-regime",
+        module="services.meta_regime",
+        settings="services.meta_regime.config:Settings",
+        description="Classifies trend and volatility per symbol and market; scores its calls",
+        consumes=(s.MARKET_KLINES,),
+        produces=(s.META_REGIME,),
+        state_keys=(META_REGIME_KEY,),
+        port=9115,
+        required=False,
+    ),
+    ServiceSpec(
+        name="cross-exchange-aggregator",
+        module="services.cross_exchange_aggregator",
+        settings="services.cross_exchange_aggregator.config:Settings",
+        description="Publishes Bybit and Coinbase public market data (off unless QT_VENUES is set)",
+        # unusable venue frames go to the dead-letter stream (quantum.crossexchange.sink)
+        produces=(s.EXCHANGE_NORMALIZED,),
+        port=9116,
+        required=False,
+        loopback_only=False,
+        replay=False,
+    ),
+    ServiceSpec(
+        name="ledger",
+        module="services.ledger",
+        settings="services.ledger.config:Settings",
+        description="Compares the venue's income history (PnL, fees, funding) with the journal",
+        consumes=(s.TRADE_CLOSED,),
+        produces=(s.LEDGER_EVENTS,),
+        state_keys=(LEDGER_KEY,),
+        port=9118,
+        required=False,
+        loopback_only=False,
+        replay=False,
+    ),
 )
 
 BY_NAME: dict[str, ServiceSpec] = {spec.name: spec for spec in SERVICES}
@@ -296,12 +354,14 @@ def replay_barrier_pairs() -> list[tuple[str, str]]:
     ]
 
 
-SETTLEMENT_SERVICES = ("execution", "exit-brain")
+# meta-regime and universe settle too: sizing and risk read a bar's regime and selection
+# from their state keys
+SETTLEMENT_SERVICES = ("execution", "exit-brain", "meta-regime", "universe")
 
 
 def settlement_pairs() -> list[tuple[str, str]]:
-    """The groups that settle a bar's prices (fills, funding, exits): in a replay, sizing and
-    risk wait until these are quiescent before acting on that bar's intents."""
+    """The groups that settle a bar (fills, funding, exits, its regime): in a replay, sizing
+    and risk wait until these are quiescent before acting on that bar's intents."""
     return [
         (stream.key, spec.group)
         for spec in SERVICES

@@ -28,6 +28,7 @@ import orjson
 import redis
 
 from quantum import localredis
+from quantum.bus import connection
 from quantum.observability.heartbeat import heartbeat_key
 from quantum.process.supervisor import Supervisor
 from quantum.registry.fleet import PORTFOLIO_KEY, REPLAY_KEY, SERVICES, replay_barrier_pairs
@@ -223,7 +224,7 @@ def _run_in_workdir(
             redis_url = request.redis_url
             if not localredis.reachable(redis_url):
                 raise ReplayError(f"cannot reach Redis at {redis_url}")
-        client = redis.Redis.from_url(redis_url)
+        client = connection.connect(redis_url)
         try:
             if client.keys("quantum:*"):
                 raise ReplayError(

@@ -20,6 +20,7 @@ from quantum.contracts.streams import (
     MARKET_KLINES,
     PORTFOLIO_STATE,
     TRADE_CLOSED,
+    UNIVERSE_UPDATED,
 )
 
 DAY_MS = 86_400_000
@@ -130,6 +131,7 @@ def build(
         klines=klines,
         wall_seconds=wall_seconds,
         run={k: v for k, v in replay_state.items() if k != "status"},
+        universe=payloads(client, UNIVERSE_UPDATED.key),
     )
 
 
@@ -150,9 +152,11 @@ def assemble(
     klines: int,
     wall_seconds: float,
     run: dict[str, Any],
+    universe: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One report shape for both engines (fleet replay and in-process backtest): closed
-    trades as published on ``trade.closed``, the equity curve from ``portfolio.state``."""
+    trades as published on ``trade.closed``, the equity curve from ``portfolio.state``,
+    the universe's changes from ``universe.updated``."""
     final = final or {"balance": initial_balance, "positions": []}
     net = [t["net_pnl"] for t in trades]
     wins = sum(1 for x in net if x > 0)
@@ -179,7 +183,23 @@ def assemble(
         "replay": run,
         "trade_list": [{k: t[k] for k in TRADE_FIELDS} for t in trades],
         "equity_curve": [[t, e] for t, e in zip(times, equity, strict=True)],
+        "universe_changes": universe_changes(universe or []),
     }
+
+
+def universe_changes(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What entered and left the universe when (``universe.updated`` payloads, in order),
+    with the reasons of each symbol that left."""
+    out = []
+    for update in updates:
+        if not update["entered"] and not update["left"]:
+            continue
+        why = {m["symbol"]: list(m["reasons"]) for m in update["members"]}
+        out.append({"ts": update["ts"], "entered": list(update["entered"]),
+                    "left": list(update["left"]), "size": len(update["symbols"]),
+                    "policy_version": update["policy_version"],
+                    "left_because": {s: why.get(s, []) for s in update["left"]}})
+    return out
 
 
 def _count(values: Iterator[str] | Any) -> dict[str, int]:

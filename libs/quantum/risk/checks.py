@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantum.contracts.events import Plan, PortfolioState
-from quantum.risk.policy import RiskPolicy
+from quantum.regime.view import RegimeView
+from quantum.risk.policy import RegimePolicy, RiskPolicy
+from quantum.risk.portfolio import clusters, signed_notional
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Approval:
 @dataclass
 class RiskContext:
     limits: RiskPolicy
-    universe: frozenset[str]
+    universe: frozenset[str] | None  # the tradable symbols; None: no restriction
     portfolio: PortfolioState
     pending: dict[str, Approval] = field(default_factory=dict)  # approved, not yet filled
     last_approval_ms: dict[str, int] = field(default_factory=dict)
@@ -37,6 +39,8 @@ class RiskContext:
     weekly_drawdown: float = 0.0
     returns: dict[str, Sequence[float]] = field(default_factory=dict)  # recent bar log returns
     block_reason: str | None = None  # ESS tripped / trading paused / supervisor block
+    regime: RegimePolicy = field(default_factory=RegimePolicy)
+    regimes: RegimeView | None = None  # the meta-regime's calls (read when regime.governs)
 
 
 Check = Callable[[Plan, RiskContext], str | None]
@@ -48,7 +52,8 @@ def emergency_stop(plan: Plan, ctx: RiskContext) -> str | None:
 
 def symbol_not_in_universe(plan: Plan, ctx: RiskContext) -> str | None:
     universe = ctx.universe
-    return "symbol_not_in_universe" if universe and plan.symbol not in universe else None
+    return "symbol_not_in_universe" if universe is not None and plan.symbol not in universe \
+        else None
 
 
 def min_confidence(plan: Plan, ctx: RiskContext) -> str | None:
@@ -139,6 +144,80 @@ def pearson(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, result, 0.0)
 
 
+def symbol_concentration(plan: Plan, ctx: RiskContext) -> str | None:
+    """The symbol's absolute notional (book, approved plans, this plan) over equity."""
+    equity = ctx.portfolio.equity
+    if equity <= 0:
+        return "symbol_concentration"
+    held = sum(abs(signed_notional(p)) for p in ctx.portfolio.positions if p.symbol == plan.symbol)
+    held += sum(a.notional for a in ctx.pending.values() if a.symbol == plan.symbol)
+    exposure = (held + plan.notional) / equity
+    return "symbol_concentration" if exposure > ctx.limits.symbol_limit else None
+
+
+def cluster_concentration(plan: Plan, ctx: RiskContext) -> str | None:
+    """The absolute net notional of the plan's correlated cluster (:mod:`quantum.risk.
+    portfolio`) with this plan, over equity."""
+    equity = ctx.portfolio.equity
+    if equity <= 0:
+        return "cluster_concentration"
+    symbols = {p.symbol for p in ctx.portfolio.positions}
+    symbols.update(a.symbol for a in ctx.pending.values())
+    symbols.add(plan.symbol)
+    membership = clusters(ctx.returns, symbols, ctx.limits.cluster_correlation,
+                          ctx.limits.correlation_window)
+    cluster = membership[plan.symbol]
+    net = (1.0 if plan.side == "LONG" else -1.0) * plan.notional
+    net += sum(signed_notional(p) for p in ctx.portfolio.positions
+               if membership[p.symbol] == cluster)
+    net += sum(a.signed_notional for a in ctx.pending.values() if membership[a.symbol] == cluster)
+    return "cluster_concentration" if abs(net) / equity > ctx.limits.cluster_limit else None
+
+
+def _regime_labels(plan: Plan, ctx: RiskContext, scope: str) -> tuple[str, ...] | None:
+    if ctx.regimes is None:
+        return None
+    return ctx.regimes.labels(scope, plan.bar_time, ctx.regime.max_age_seconds * 1000)
+
+
+def regime_unavailable(plan: Plan, ctx: RiskContext) -> str | None:
+    """The policy acts on regimes and the ones it needs are missing or old: fail closed."""
+    policy = ctx.regime
+    if not policy.governs:
+        return None
+    needed = ["MARKET"] + ([plan.symbol] if policy.block_entries_in else [])
+    missing = any(_regime_labels(plan, ctx, scope) is None for scope in needed)
+    return "regime_unavailable" if missing else None
+
+
+def regime_blocked(plan: Plan, ctx: RiskContext) -> str | None:
+    """No entries while the symbol or the market is in a regime the policy lists."""
+    blocked = set(ctx.regime.block_entries_in)
+    if not blocked:
+        return None
+    for scope in (plan.symbol, "MARKET"):
+        labels = _regime_labels(plan, ctx, scope)
+        if labels is not None and blocked.intersection(labels):
+            return "regime_blocked"
+    return None
+
+
+def regime_budget(plan: Plan, ctx: RiskContext) -> str | None:
+    """Gross exposure with this plan within the budget of the market's regime."""
+    budgets = ctx.regime.gross_budget
+    labels = _regime_labels(plan, ctx, "MARKET") if budgets else None
+    if not labels:
+        return None
+    limits = [budgets[label] for label in labels if label in budgets]
+    if not limits:
+        return None
+    equity = ctx.portfolio.equity
+    gross = ctx.portfolio.gross_exposure + sum(a.notional for a in ctx.pending.values())
+    if equity <= 0 or (gross + plan.notional) / equity > min(limits):
+        return "regime_budget"
+    return None
+
+
 def cooldown(plan: Plan, ctx: RiskContext) -> str | None:
     last = ctx.last_approval_ms.get(plan.symbol)
     if last is None:
@@ -179,6 +258,11 @@ CHECKS: dict[str, Check] = {
         max_gross_exposure,
         max_net_exposure,
         correlation,
+        symbol_concentration,
+        cluster_concentration,
+        regime_unavailable,
+        regime_blocked,
+        regime_budget,
         cooldown,
         stale_data,
         daily_drawdown,

@@ -13,7 +13,7 @@ the parameters of the architecture brief.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import redis
@@ -52,7 +52,35 @@ class RiskPolicy(_Strict):
     ess_data_stale_seconds: int = Field(300, ge=10)
     ess_heartbeat_grace_seconds: int = Field(30, ge=5)
     ess_close_losing_positions: bool = True
-    ess_cut_exposure_share: float = Field(0.0, ge=0, le=1)
+    # On a trip the exit-brain closes the losers and cuts what remains by this share
+    # (docs/RUNBOOK.md, "The exposure cut"): half, not nothing and not everything.
+    ess_cut_exposure_share: float = Field(0.5, ge=0, le=1)
+    # Concentration (issue 15 item 4), fractions of equity: the absolute notional of one
+    # symbol, and the absolute net notional of a cluster of symbols whose bar returns
+    # correlate above cluster_correlation (single linkage over the correlation window).
+    # New plans are refused past them; when the book drifts past a limit by more than
+    # rebalance_tolerance (a market move, not an order), the governor proposes reduce-only
+    # cuts back to the limit, which the exit-brain carries out. None (the default) is the
+    # gross limit for a symbol and the net limit for a cluster: no new pre-trade bound, but
+    # a book that drifted past what the governor would approve is rebalanced.
+    max_symbol_exposure: float | None = Field(None, gt=0, le=50, allow_inf_nan=False)
+    max_cluster_exposure: float | None = Field(None, gt=0, le=50, allow_inf_nan=False)
+    cluster_correlation: float = Field(0.7, gt=0, le=1)
+    rebalance_tolerance: float = Field(0.1, ge=0, le=10, allow_inf_nan=False)
+
+    @property
+    def symbol_limit(self) -> float:
+        """The concentration limit of one symbol in force (fraction of equity)."""
+        if self.max_symbol_exposure is None:
+            return self.max_gross_exposure
+        return self.max_symbol_exposure
+
+    @property
+    def cluster_limit(self) -> float:
+        """The net exposure limit of one correlated cluster in force (fraction of equity)."""
+        if self.max_cluster_exposure is None:
+            return self.max_net_exposure
+        return self.max_cluster_exposure
 
     @model_validator(mode="after")
     def _pre_trade_limits_inside_emergency_limits(self) -> RiskPolicy:
@@ -75,7 +103,8 @@ class SizingPolicy(_Strict):
         maker_ttl_bars: bars a maker entry rests before it is cancelled unfilled.
     """
 
-    risk_per_trade: float = Field(0.01, gt=0, le=0.1)
+    # small by default: nothing has beaten flat net of costs yet (docs/MODELS.md)
+    risk_per_trade: float = Field(0.002, gt=0, le=0.1)
     min_notional_usd: float = Field(10.0, gt=0)
     max_notional_usd: float = Field(10_000.0, gt=0)
     leverage: int = Field(5, ge=1, le=125)
@@ -108,9 +137,77 @@ class StrategyPolicy(_Strict):
 
 
 class UniversePolicy(_Strict):
-    """Tradable symbols; empty means every symbol the market-publisher streams."""
+    """Which symbols may be traded: the universe service's filters and profile size
+    (:mod:`quantum.universe.ranking`), changed with ``quantumctl universe apply``.
+
+    Attributes:
+        symbols: the allowed candidates; empty means every tradable symbol (live: the
+            exchange's listing; replay: the data's symbols). The governor also requires
+            a symbol to be here when it is not empty.
+        blacklist: never selected, whatever their figures.
+        size: the profile size: at most this many symbols are selected, best score first.
+        min_quote_volume_24h: the least 24 h quote volume (USD) a symbol needs.
+        max_spread_bps: the widest spread (live: the book's; on bars: the high-low
+            estimate) a symbol may have, in basis points of its price.
+        min_history_bars: closed bars of the fleet's own history a symbol needs before it
+            can enter (a day of 5-minute bars by default): no symbol enters a replay
+            before the data could have judged it.
+        min_completeness: the least share of the last 24 h of bars that must be present.
+        min_listing_age_days: the least time since listing (live: the exchange's
+            ``onboardDate``; replay: the first bar of the data).
+        min_realised_pnl_usd: a symbol whose realised net PnL over at least
+            ``results_min_trades`` closed trades is below this is dropped (None: off).
+        results_min_trades: closed trades before the fleet's own results count.
+        rank_interval_minutes: how often the ranking is redone (on the event clock in a
+            replay, on the wall clock live).
+        incumbent_bonus: added to the score of a symbol already selected, so that two
+            symbols of nearly equal score do not swap places at every ranking.
+    """
 
     symbols: tuple[str, ...] = ()
+    blacklist: tuple[str, ...] = ()
+    size: int = Field(100, ge=1, le=1000)
+    min_quote_volume_24h: float = Field(1_000_000.0, ge=0, allow_inf_nan=False)
+    max_spread_bps: float = Field(50.0, gt=0, allow_inf_nan=False)
+    min_history_bars: int = Field(288, ge=1, le=100_000)
+    min_completeness: float = Field(0.95, ge=0, le=1)
+    min_listing_age_days: float = Field(0.0, ge=0, allow_inf_nan=False)
+    min_realised_pnl_usd: float | None = Field(None, allow_inf_nan=False)
+    results_min_trades: int = Field(10, ge=1)
+    rank_interval_minutes: int = Field(60, ge=5, le=10_080)
+    incumbent_bonus: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
+
+
+RegimeLabel = Literal["trend_up", "trend_down", "range", "low_vol", "normal_vol", "high_vol"]
+
+
+class RegimePolicy(_Strict):
+    """How sizing and risk use the meta-regime's calls (:mod:`quantum.regime`). The
+    defaults leave both as they were without a regime.
+
+    Attributes:
+        high_vol_size_factor: the intent-bridge multiplies a plan's size by this when its
+            symbol is in ``high_vol`` (1.0: no change).
+        block_entries_in: regimes (of the symbol or of the market) in which the governor
+            refuses new entries (``regime_blocked``); exits are never blocked.
+        gross_budget: the most gross exposure, a fraction of equity, while the market is in
+            a regime, e.g. ``{"high_vol": 1.0}`` (``regime_budget``); unlisted regimes have
+            only ``risk.max_gross_exposure``.
+        max_age_seconds: a regime older than this (its bar's close before the plan's bar) is
+            no regime; when the policy acts on regimes and has none for a plan, the governor
+            refuses it (``regime_unavailable``: fail closed).
+    """
+
+    high_vol_size_factor: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    block_entries_in: tuple[RegimeLabel, ...] = ()
+    gross_budget: dict[RegimeLabel, Annotated[float, Field(gt=0, le=50, allow_inf_nan=False)]] \
+        = Field(default_factory=dict)
+    max_age_seconds: int = Field(900, ge=60)
+
+    @property
+    def governs(self) -> bool:
+        """Whether the governor acts on regimes at all."""
+        return bool(self.block_entries_in or self.gross_budget)
 
 
 class Policy(_Strict):
@@ -119,6 +216,7 @@ class Policy(_Strict):
     sizing: SizingPolicy = SizingPolicy()
     strategy: StrategyPolicy = StrategyPolicy()
     universe: UniversePolicy = UniversePolicy()
+    regime: RegimePolicy = RegimePolicy()
     updated_at: int = 0
     updated_by: str = "defaults"
     reason: str = "built-in defaults"

@@ -29,11 +29,11 @@ DAY_MS = 86_400_000
 def fleet_rewards(redis_url: str) -> list[dict[str, Any]]:
     """Every ``rl.reward`` payload on the ``rl_rewards`` stream, oldest first."""
     import orjson
-    import redis
 
+    from quantum.bus import connection
     from quantum.contracts.streams import RL_REWARDS
 
-    client = redis.Redis.from_url(redis_url)
+    client = connection.connect(redis_url)
     rewards: list[dict[str, Any]] = []
     cursor = "-"
     while True:

@@ -19,6 +19,10 @@ with the taker fee, in full or — when told — in part, the rest on
 set by :meth:`FuturesVenue.set_price` crosses their trigger. Every fill is pushed on the
 user data stream (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``) at ``/ws/<listenKey>``.
 
+Public market data for the universe service: ``ticker/24hr`` and ``ticker/bookTicker`` of
+the symbols given with :meth:`FuturesVenue.set_market` (which also lists a symbol, with its
+``onboardDate``).
+
 Fault and drift injection for tests: :meth:`~FuturesVenue.fail_next`,
 :meth:`~FuturesVenue.rate_limit`, :meth:`~FuturesVenue.stall_orders` (a new order is placed
 and filled, but its answer is held past the client's timeout),
@@ -26,6 +30,12 @@ and filled, but its answer is held past the client's timeout),
 query lagging the matching engine does),
 :meth:`~FuturesVenue.skew_clock`, :meth:`~FuturesVenue.drop_user_streams`,
 :meth:`~FuturesVenue.open_position_behind`, :meth:`~FuturesVenue.close_position_behind`.
+
+Income history (``GET /fapi/v1/income``): every fill books its ``COMMISSION`` and, when it
+closes, its ``REALIZED_PNL`` (Binance's trade id in ``tradeId``);
+:meth:`~FuturesVenue.settle_funding` books a ``FUNDING_FEE``. Drift in it for the ledger's
+tests: :meth:`~FuturesVenue.shift_income` (a record books more or less than the fill did),
+:meth:`~FuturesVenue.drop_income` (records vanish).
 """
 
 from __future__ import annotations
@@ -156,6 +166,7 @@ class Account:
     rules: dict[str, SymbolFilters]
     info: list[dict[str, Any]]
     prices: dict[str, Decimal] = field(default_factory=dict)
+    tickers: dict[str, dict[str, Any]] = field(default_factory=dict)  # public 24 h and book
     leverage: dict[str, int] = field(default_factory=dict)
     margin_type: dict[str, str] = field(default_factory=dict)
     positions: dict[str, VenuePosition] = field(default_factory=dict)
@@ -174,10 +185,19 @@ class Account:
     weight_used: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     order_log: list[dict[str, Any]] = field(default_factory=list)  # every accepted order
+    income: list[dict[str, Any]] = field(default_factory=list)  # /fapi/v1/income, oldest first
     ids: Iterable[int] = field(default_factory=lambda: itertools.count(8_000_000))
 
     def now_ms(self) -> int:
         return int(time.time() * 1000) + self.skew_ms
+
+    def book_income(self, symbol: str, income_type: str, amount: Decimal,
+                    trade_id: int | None = None) -> None:
+        """One income record, as ``/fapi/v1/income`` answers it."""
+        self.income.append({
+            "symbol": symbol, "incomeType": income_type, "income": text(amount),
+            "asset": "USDT", "info": str(trade_id or income_type), "time": self.now_ms(),
+            "tranId": next(iter(self.ids)), "tradeId": str(trade_id) if trade_id else ""})
 
     def position(self, symbol: str) -> VenuePosition:
         return self.positions.setdefault(symbol, VenuePosition())
@@ -299,6 +319,30 @@ class FuturesVenue:
             await self._trigger_algo(symbol)
         self._call(run)
 
+    def set_market(self, symbol: str, *, quote_volume: float, high: float, low: float,
+                   bid: float, ask: float, onboard_ms: int | None = None,
+                   status: str = "TRADING") -> None:
+        """A symbol's public market data (``ticker/24hr``, ``ticker/bookTicker``) and its
+        listing (``onboardDate``, ``status``); a symbol not yet listed is listed."""
+        def run(a: Account) -> None:
+            entry = next((e for e in a.info if e["symbol"] == symbol), None)
+            if entry is None:
+                entry = exchange_info_entry(symbol, "0.0001", "1", "5")
+                a.info.append(entry)
+                a.rules[symbol] = SymbolFilters.from_exchange_info(entry)
+            entry["status"] = status
+            if onboard_ms is not None:
+                entry["onboardDate"] = onboard_ms
+            last = (bid + ask) / 2
+            a.tickers[symbol] = {
+                "symbol": symbol, "priceChange": "0", "priceChangePercent": "0",
+                "lastPrice": repr(last), "highPrice": repr(high), "lowPrice": repr(low),
+                "volume": repr(quote_volume / last), "quoteVolume": repr(quote_volume),
+                "count": 1000, "bidPrice": repr(bid), "askPrice": repr(ask),
+                "closeTime": a.now_ms(),
+            }
+        self._do(run)
+
     def fail_next(self, status: int, code: int, message: str, *, count: int = 1) -> None:
         self._do(lambda a: a.faults.extend(Fault(status, code, message) for _ in range(count)))
 
@@ -361,6 +405,46 @@ class FuturesVenue:
         """Drift: a position vanishes (closed by hand on the exchange's web page)."""
         self._do(lambda a: a.positions.pop(symbol, None))
 
+    def settle_funding(self, symbol: str, rate: float) -> float:
+        """A funding settlement at ``rate`` on the symbol's open position (longs pay a
+        positive rate): booked to the wallet and the income history; returns the income."""
+        def run(a: Account) -> float:
+            position = a.positions.get(symbol)
+            if position is None or position.amount == 0:
+                return 0.0
+            mark = a.prices.get(symbol, position.entry)
+            income = -position.amount * mark * Decimal(str(rate))
+            a.balance += income
+            a.book_income(symbol, "FUNDING_FEE", income)
+            return float(income)
+        return self._do(run)
+
+    def shift_income(self, income_type: str, delta: float, *, symbol: str | None = None) -> bool:
+        """Drift: the newest record of ``income_type`` (on ``symbol``) books ``delta`` more
+        than the fills did (a fee charged at another rate, a PnL the fleet did not see)."""
+        def run(a: Account) -> bool:
+            for row in reversed(a.income):
+                if row["incomeType"] == income_type and symbol in (None, row["symbol"]):
+                    row["income"] = text(Decimal(row["income"]) + Decimal(str(delta)))
+                    return True
+            return False
+        return self._do(run)
+
+    def drop_income(self, income_type: str, *, symbol: str | None = None) -> int:
+        """Drift: every record of ``income_type`` (on ``symbol``) vanishes from the history
+        (a funding fee the exchange never booked); returns how many."""
+        def run(a: Account) -> int:
+            kept = [row for row in a.income if not (
+                row["incomeType"] == income_type and symbol in (None, row["symbol"]))]
+            dropped = len(a.income) - len(kept)
+            a.income[:] = kept
+            return dropped
+        return self._do(run)
+
+    def income(self) -> list[dict[str, Any]]:
+        """The income history as ``/fapi/v1/income`` holds it (for assertions)."""
+        return self._do(lambda a: [dict(row) for row in a.income])
+
     def snapshot(self) -> dict[str, Any]:
         """What the venue holds now (for assertions)."""
         def run(a: Account) -> dict[str, Any]:
@@ -388,6 +472,7 @@ class FuturesVenue:
         if minute != a.weight_minute:
             a.weight_minute, a.weight_used = minute, 0
         a.weight_used += 5 if request.path.endswith(("positionRisk", "balance", "account")) else 1
+        a.weight_used += 29 if request.path.endswith("/income") else 0
         headers = {"X-MBX-USED-WEIGHT-1M": str(a.weight_used)}
         if now < a.banned_until_ms:
             wait = max(1, (a.banned_until_ms - now + 999) // 1000)
@@ -489,6 +574,8 @@ class FuturesVenue:
         app.router.add_get("/fapi/v1/ping", ping)
         app.router.add_get("/fapi/v1/time", server_time)
         app.router.add_get("/fapi/v1/exchangeInfo", exchange_info)
+        app.router.add_get("/fapi/v1/ticker/24hr", self._ticker_24hr)
+        app.router.add_get("/fapi/v1/ticker/bookTicker", self._book_ticker)
         app.router.add_post("/fapi/v1/leverage", leverage)
         app.router.add_post("/fapi/v1/marginType", margin_type)
         app.router.add_post("/fapi/v1/order", self._new_order)
@@ -502,9 +589,24 @@ class FuturesVenue:
         app.router.add_get("/fapi/v3/positionRisk", self._position_risk)
         app.router.add_get("/fapi/v3/balance", self._balance)
         app.router.add_get("/fapi/v2/account", self._account)
+        app.router.add_get("/fapi/v1/income", self._income)
         app.router.add_post("/fapi/v1/listenKey", self._listen_key)
         app.router.add_put("/fapi/v1/listenKey", self._listen_key)
         app.router.add_delete("/fapi/v1/listenKey", self._listen_key)
+
+    async def _ticker_24hr(self, _: web.Request) -> web.Response:
+        """``GET /fapi/v1/ticker/24hr`` without a symbol: every symbol set by ``set_market``."""
+        keys = ("symbol", "priceChange", "priceChangePercent", "lastPrice", "highPrice",
+                "lowPrice", "volume", "quoteVolume", "count", "closeTime")
+        rows = self.account.tickers.values()
+        return web.json_response([{k: row[k] for k in keys} for row in rows])
+
+    async def _book_ticker(self, _: web.Request) -> web.Response:
+        """``GET /fapi/v1/ticker/bookTicker`` without a symbol: best bid and ask of each."""
+        return web.json_response([
+            {"symbol": row["symbol"], "bidPrice": row["bidPrice"], "bidQty": "10",
+             "askPrice": row["askPrice"], "askQty": "10", "time": row["closeTime"]}
+            for row in self.account.tickers.values()])
 
     async def _new_order(self, request: web.Request) -> web.Response:
         a = self.account
@@ -578,6 +680,10 @@ class FuturesVenue:
         realised = a.apply_fill(order.symbol, order.side, quantity, price)
         fee = quantity * price * TAKER_FEE
         a.balance -= fee
+        trade_id = next(iter(a.ids))
+        if realised:
+            a.book_income(order.symbol, "REALIZED_PNL", realised, trade_id)
+        a.book_income(order.symbol, "COMMISSION", -fee, trade_id)
         order.executed += quantity
         order.cost += quantity * price
         order.status = "FILLED" if order.executed >= order.quantity else "PARTIALLY_FILLED"
@@ -749,6 +855,27 @@ class FuturesVenue:
                                    "availableBalance": balance, "crossUnPnl": "0",
                                    "maxWithdrawAmount": balance, "marginAvailable": True,
                                    "updateTime": self.account.now_ms()}])
+
+    async def _income(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/income``: the income history, oldest first, filtered by symbol,
+        type and time, at most ``limit`` (default 100, at most 1000) records."""
+        params = await self._params(request, signed=True)
+        if isinstance(params, web.Response):
+            return params
+        try:
+            limit = int(params.get("limit", "100"))
+            start = int(params["startTime"]) if "startTime" in params else None
+            end = int(params["endTime"]) if "endTime" in params else None
+        except ValueError:
+            return binance_error(400, -1100, "Illegal characters found in a parameter.")
+        if not 1 <= limit <= 1000:
+            return binance_error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        rows = [row for row in sorted(self.account.income, key=lambda r: (r["time"], r["tranId"]))
+                if params.get("symbol", row["symbol"]) == row["symbol"]
+                and params.get("incomeType", row["incomeType"]) == row["incomeType"]
+                and (start is None or row["time"] >= start)
+                and (end is None or row["time"] <= end)]
+        return web.json_response(rows[:limit])
 
     async def _listen_key(self, request: web.Request) -> web.Response:
         params = await self._params(request, signed=False)

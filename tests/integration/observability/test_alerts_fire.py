@@ -12,6 +12,8 @@ as ``provisioning --targets`` labels them):
   times (restarts of execution), dead letters, a group 1001 entries behind, a stream the
   registry does not declare, and timer results as ``quantumctl timer run`` records them (the
   verify job's last success three periods old, the backup job failed and never succeeded);
+* the real ledger, comparing that journal with a paper income trail in Redis that books
+  0.10 USDT more fees for one trade than the journal holds;
 * the real risk-governor (its daily drawdown from the day's first equity, read from its own
   state and the live portfolio key), the real journal pointed at a PostgreSQL that does not
   answer (its database gauge; its groups fall behind), the real ai-engine configured for an
@@ -56,13 +58,21 @@ from tests.integration.observability.test_alerting import (
 from quantum.bus.envelope import new_envelope
 from quantum.bus.runner import publish
 from quantum.bus.streams import DLQ
-from quantum.contracts.events import PortfolioState, Signal
+from quantum.contracts.events import PortfolioState, Signal, TradeClosed
 from quantum.contracts.streams import AI_SIGNAL, MARKET_KLINES
 from quantum.ctl import timers
+from quantum.exchange.income import IncomeRecord
 from quantum.journal.database import make_engine, upgrade
 from quantum.journal.writer import Journal
 from quantum.localredis import free_port
-from quantum.registry.fleet import GOVERNOR_KEY, PORTFOLIO_KEY, SERVICES, TIMERS, service
+from quantum.registry.fleet import (
+    EXECUTION_INCOME_KEY,
+    GOVERNOR_KEY,
+    PORTFOLIO_KEY,
+    SERVICES,
+    TIMERS,
+    service,
+)
 from quantum.risk import ess, fleetstate
 
 DAY_MS = 86_400_000
@@ -72,7 +82,7 @@ RESTARTING = "execution"  # its heartbeat pid changes: a restart loop
 LAGGING = AI_SIGNAL.name  # read only by the journal, which stops reading without its database
 STALE_TIMER, FAILING_TIMER = "verify", "backup"
 STALE_PERIOD = next(t.period_seconds for t in TIMERS if t.name == STALE_TIMER)
-REAL = ("dashboard-api", "risk-governor", "journal", "ai-engine")
+REAL = ("dashboard-api", "risk-governor", "journal", "ai-engine", "ledger")
 
 # The stand-in for conditions a test cannot create live: the services' own metric objects,
 # set and served by prometheus_client, one registry (and port) per service they belong to.
@@ -158,6 +168,10 @@ CASES: dict[str, Case] = {
     "QuantumTimerNeverSucceeded": Case(
         (f'quantum_timer_period_seconds{{timer="{FAILING_TIMER}"}} unless on (timer) '
          "quantum_timer_last_success_timestamp_seconds",), {"timer": FAILING_TIMER}),
+    # the real ledger: the paper venue booked 0.10 USDT more fees than the journal holds
+    "QuantumLedgerDiffers": Case(('quantum_ledger_open_differences{service="ledger"} > 0',
+                                  'quantum_ledger_largest_difference_usdt{service="ledger"}'
+                                  " > 0.09")),
     # a stream the registry does not declare
     "QuantumRegistryDrift": Case(('quantum_truth_flags{kind="undeclared_stream"} > 0',)),
 }
@@ -219,7 +233,23 @@ def _seed(client: redis.Redis, work: Path) -> str:
     Journal(engine).write([new_envelope(_portfolio(now - 60_000 + i, equity), ts=now + i,
                                         source="execution", key=i)
                            for i, equity in enumerate((10_000.0, 9_400.0, 8_800.0))])
+    # One closed trade: the journal holds 0.50 USDT of fees, the paper venue's income trail
+    # 0.60 (the ledger's difference).
+    entry_ts, exit_ts = now - 3_600_000, now - 3_000_000
+    Journal(engine).write([new_envelope(TradeClosed(
+        trade_id="plan-ledger-1", symbol="BTCUSDT", side="LONG", quantity=0.01,
+        entry_price=60_000.0, exit_price=60_500.0, entry_ts=entry_ts, exit_ts=exit_ts,
+        gross_pnl=5.0, fees=0.5, funding=0.0, net_pnl=4.5, r_multiple=None,
+        exit_reason="take_profit", holding_seconds=600.0, leverage=5),
+        ts=exit_ts, source="execution", key="plan-ledger-1")])
     engine.dispose()
+    for income_type, amount, ts in (("COMMISSION", -0.3, entry_ts),
+                                    ("REALIZED_PNL", 5.0, exit_ts),
+                                    ("COMMISSION", -0.3, exit_ts)):
+        client.lpush(EXECUTION_INCOME_KEY, orjson.dumps(IncomeRecord(
+            symbol="BTCUSDT", income_type=income_type, amount=amount, asset="USDT",
+            time_ms=ts, tran_id=f"seed-{income_type}-{ts}", trade_id="plan-ledger-1",
+        ).document()))
     # Timer results as `quantumctl timer run` records them.
     timers.record(client, STALE_TIMER, True, "the live system matches the registry",
                   now / 1000 - 3 * STALE_PERIOD)
@@ -273,6 +303,8 @@ def prometheus(redis_url: str,
                         "QT_DATABASE_URL": f"postgresql://quantum@127.0.0.1:{closed}/quantum"},
             "ai-engine": {"QT_METRICS_PORT": str(ports["ai-engine"]), "QT_MODEL": "ensemble",
                           "QT_MODELS_DIR": str(work / "models")},
+            "ledger": {"QT_METRICS_PORT": str(ports["ledger"]), "QT_DATABASE_URL": journal_url,
+                       "QT_LEDGER_SETTLE_S": "1"},
         }
         for name, env in envs.items():
             logs.append(work / f"{name}.log")

@@ -130,7 +130,7 @@ def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env["QT_DATABASE_URL"] = f"sqlite:///{work / 'journal.sqlite'}"
     env["QT_SUPERVISOR_STATE_FILE"] = ""
     consumers = [s for s in SERVICES if s.replay and s.name != PUBLISHER]
-    extra = [s for s in SERVICES if s.name in ("journal", "dashboard-api")]
+    extra = [s for s in SERVICES if s.name in ("journal", "dashboard-api", "ledger")]
     ports = {spec.name: free_port() for spec in [*consumers, *extra]}
     ports[PUBLISHER] = free_port()
     commands = {spec.name: _command(spec.module, "QT_HTTP_PORT" if spec.name == "dashboard-api"

@@ -26,6 +26,10 @@ AGGRESSIVE = (
     ("risk.max_correlation", 1.0),
     ("risk.daily_drawdown_limit", 0.03),
     ("risk.ess_daily_drawdown", 0.03),
+    # Only the losers are closed at the trip here (the default also halves the rest, issue
+    # 15): the equity reconstructed below from the trip bar's snapshot assumes no other
+    # exit at that bar.
+    ("risk.ess_cut_exposure_share", 0.0),
 )
 
 

@@ -345,3 +345,27 @@ def test_unknown_symbol_is_rejected_by_the_universe(r: redis.Redis, governor: An
     assert out.events[-1][1].payload.reasons == ("symbol_not_in_universe",)
     assert math.isfinite(out.events[-1][1].payload.plan.notional)
     publish(r, [(RISK_DECISION, out.events[-1][1])])
+
+
+def test_the_universe_services_selection_is_the_universe(r: redis.Redis, governor: Any) -> None:
+    """Once the universe service has published, a symbol outside its selection is rejected,
+    inside the policy's list too; an empty selection trades nothing."""
+    from quantum.registry.fleet import UNIVERSE_KEY
+
+    exchange = PaperExchange(10_000.0, 0.0004, 2.0, 0.004)
+    write_portfolio(r, exchange)
+    policy.write(r, {"universe.symbols": ["BTCUSDT", "ETHUSDT"]}, by="op", reason="universe")
+    r.set(UNIVERSE_KEY, orjson.dumps({"ts": 1, "symbols": ["ETHUSDT", "SOLUSDT"],
+                                      "policy_version": 1, "source": "bars"}))
+    g = governor()
+    btc = g.deliver(envelope(make_plan("BTCUSDT", "LONG", 500.0, 5, 0.8, BAR_MS, 60_000.0),
+                             BAR_MS))
+    assert btc.events[-1][1].payload.reasons == ("symbol_not_in_universe",)
+    eth = g.deliver(envelope(make_plan("ETHUSDT", "LONG", 500.0, 5, 0.8, BAR_MS, 3_000.0),
+                             BAR_MS))
+    assert "symbol_not_in_universe" not in eth.events[-1][1].payload.reasons
+    r.set(UNIVERSE_KEY, orjson.dumps({"ts": 2, "symbols": [], "policy_version": 1,
+                                      "source": "bars"}))
+    none = g.deliver(envelope(make_plan("ETHUSDT", "SHORT", 500.0, 5, 0.8, 2 * BAR_MS,
+                                        3_000.0), 2 * BAR_MS))
+    assert "symbol_not_in_universe" in none.events[-1][1].payload.reasons

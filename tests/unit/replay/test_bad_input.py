@@ -16,6 +16,13 @@ from quantum.replay.orchestrator import ReplayError, ReplayRequest, validate
 from services.risk_governor.config import Settings as GovernorSettings
 
 
+@pytest.fixture(autouse=True)
+def _only_this_services_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load(cls)`` without ``known`` refuses every other service's key; the suite's
+    QT_MIN_CONFIDENCE (tests/conftest.py) is the ai-engine's."""
+    monkeypatch.delenv("QT_MIN_CONFIDENCE", raising=False)
+
+
 def request(data_dir: Path, *symbols: str) -> ReplayRequest:
     return ReplayRequest(
         data_dir=data_dir,

@@ -218,6 +218,10 @@ class LiveExchange:
         self.rebuild_pending = True
         return True
 
+    def take_income(self) -> list[dict[str, Any]]:
+        """None: Binance keeps the income history itself (``GET /fapi/v1/income``)."""
+        return []
+
     def close(self) -> None:
         if self._stream is not None:
             self._stream.stop()

@@ -33,6 +33,7 @@ import requests
 from binance import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
+from quantum.exchange.income import IncomeRecord
 from quantum.exchange.venues.binance.filters import (
     ExchangeDataError,
     OrderRefused,
@@ -54,6 +55,7 @@ NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
 INVALID_SYMBOL = -1121
 FINAL_STATUSES = frozenset({"FILLED", "CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"})
 _ALGO_UNKNOWN = frozenset({UNKNOWN_ORDER, -2011, -4500, -20110})
+INCOME_PAGE = 1000  # the most records /fapi/v1/income answers in one call
 
 
 class ExchangeRejected(RuntimeError):
@@ -198,6 +200,19 @@ class AccountState:
         return cls(wallet_balance=balance, leverage=leverage)
 
 
+def income_from_rest(data: Any) -> IncomeRecord:
+    """One element of ``/fapi/v1/income``; a missing or malformed field names itself."""
+    where = "income"
+    time_ms = _field(data, "time", int, where)
+    trade_id = data.get("tradeId") or ""
+    return IncomeRecord(symbol=_field(data, "symbol", str, where),
+                        income_type=_field(data, "incomeType", str, where),
+                        amount=_number(data, "income", where),
+                        asset=_field(data, "asset", str, where), time_ms=time_ms,
+                        tran_id=str(_field(data, "tranId", (int, str), where)),
+                        trade_id=str(trade_id))
+
+
 @dataclass
 class CallTiming:
     """Where the time of the last call went: in python-binance and the network, or here."""
@@ -295,6 +310,30 @@ class BinanceFutures:
             self._filters = {f.symbol: f for f in map(SymbolFilters.from_exchange_info, symbols)}
             self._filters_loaded = time.monotonic()
         return self._filters
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every symbol of ``exchangeInfo`` as the exchange describes it (status, contract
+        type, quote asset, ``onboardDate``); also refreshes the cached filters."""
+        info = self._call("exchangeInfo", self.client.futures_exchange_info)
+        symbols = _field(info, "symbols", list, "exchangeInfo")
+        self._filters = {f.symbol: f for f in map(SymbolFilters.from_exchange_info, symbols)}
+        self._filters_loaded = time.monotonic()
+        return [s for s in symbols if isinstance(s, dict)]
+
+    def tickers_24h(self) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/ticker/24hr`` for every symbol (weight 40)."""
+        answer = self._call("ticker24hr", self.client.futures_ticker)
+        if not isinstance(answer, list):
+            raise ExchangeDataError(f"ticker/24hr: expected a list, got {type(answer).__name__}")
+        return answer
+
+    def book_tickers(self) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/ticker/bookTicker`` for every symbol: best bid and ask (weight 5)."""
+        answer = self._call("bookTicker", self.client.futures_orderbook_ticker)
+        if not isinstance(answer, list):
+            raise ExchangeDataError(
+                f"ticker/bookTicker: expected a list, got {type(answer).__name__}")
+        return answer
 
     def filters(self, symbol: str) -> SymbolFilters:
         found = self.load_filters().get(symbol)
@@ -430,6 +469,37 @@ class BinanceFutures:
             if _field(row, "asset", str, "balance") == asset:
                 return _number(row, "balance", "balance")
         raise ExchangeDataError(f"balance: no {asset} row")
+
+    def income(self, start_ms: int, end_ms: int, *, page: int = INCOME_PAGE,
+               max_pages: int = 50) -> list[IncomeRecord]:
+        """The income history from ``start_ms`` to ``end_ms`` (inclusive), oldest first
+        (``GET /fapi/v1/income``, weight 30 a page).
+
+        Binance answers at most ``limit`` (1000) records per call, oldest first; the next
+        page starts at the last record's time (records sharing that millisecond come again
+        and are dropped by ``(incomeType, tranId)``). More than ``max_pages`` pages is an
+        :class:`ExchangeDataError`: the window is too wide for one pass."""
+        seen: set[tuple[str, str]] = set()
+        records: list[IncomeRecord] = []
+        since = start_ms
+        for _ in range(max_pages):
+            answer = self._call("income", self.client.futures_income_history,
+                                startTime=since, endTime=end_ms, limit=page)
+            if not isinstance(answer, list):
+                raise ExchangeDataError(f"income: expected a list, got {type(answer).__name__}")
+            fresh = 0
+            for record in map(income_from_rest, answer):
+                key = (record.income_type, record.tran_id)
+                if key not in seen:
+                    seen.add(key)
+                    records.append(record)
+                    fresh += 1
+            if len(answer) < page:
+                return sorted(records, key=lambda r: (r.time_ms, r.tran_id))
+            last = max(record.time_ms for record in records)
+            since = last if fresh and last > since else since + 1
+        raise ExchangeDataError(f"income: more than {max_pages} pages of {page} from "
+                                f"{start_ms} to {end_ms}; shorten the window")
 
     def start_user_stream(self) -> str:
         answer = self._call("listenKey", self.client.futures_stream_get_listen_key)

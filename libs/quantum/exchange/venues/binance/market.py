@@ -81,6 +81,8 @@ MESSAGES = Counter("quantum_market_live_messages_total", "Stream messages handle
 SKIPPED = Counter("quantum_market_live_skipped_total", "Malformed stream messages skipped")
 RECONNECTS = Counter("quantum_market_live_reconnects_total", "Socket drops and new connections")
 BACKFILLED = Counter("quantum_market_live_backfilled_total", "Closed klines fetched over REST")
+SUBSCRIPTION_CHANGES = Counter("quantum_market_live_subscription_changes_total",
+                               "Symbol sets changed without a restart (the universe)")
 
 
 class InvalidSymbol(ValueError):
@@ -286,12 +288,10 @@ class LiveSource:
         self.ws_url = None if ws_url is None else ws_url.rstrip("/") + "/"
         self.rest_url = None if rest_url is None else rest_url.rstrip("/")
         self.source_name = source_name
-        self.streams = [
-            name
-            for symbol in self.symbols
-            for name in (f"{symbol.lower()}@kline_{interval}", f"{symbol.lower()}@markPrice")
-        ]
+        self.streams = self._streams_of(self.symbols)
         self.state: dict[str, SymbolState] = {symbol: SymbolState() for symbol in self.symbols}
+        self._wanted: tuple[str, ...] | None = None  # set by resubscribe(), from any thread
+        self._wanted_lock = threading.Lock()
         for symbol, open_time in (resume_from or {}).items():
             if symbol not in self.state:
                 raise InvalidSymbol(f"resume_from names {symbol!r}, which is not subscribed")
@@ -300,6 +300,41 @@ class LiveSource:
         self._rest: Client | None = None
         self.log = log.bind(symbols=list(self.symbols), interval=interval,
                             venue="testnet" if testnet else "mainnet")
+
+    def _streams_of(self, symbols: Sequence[str]) -> list[str]:
+        return [name for symbol in symbols
+                for name in (f"{symbol.lower()}@kline_{self.interval}",
+                             f"{symbol.lower()}@markPrice")]
+
+    def resubscribe(self, symbols: Sequence[str]) -> bool:
+        """Stream ``symbols`` from now on (the universe changed), without a restart: the
+        socket is reopened with the new streams at once. A symbol kept keeps its
+        watermark, so what closed meanwhile is back-filled; a new one starts with the
+        first candle that closes after it is streamed. Thread-safe; False (nothing to do)
+        when the set is the one streamed. Raises :class:`InvalidSymbol`."""
+        wanted = validate_symbols(symbols)
+        if set(wanted) == set(self.symbols):
+            return False
+        with self._wanted_lock:
+            self._wanted = wanted
+        return True
+
+    def _take_subscription(self) -> bool:
+        """Apply a pending :meth:`resubscribe`; whether the streams changed."""
+        with self._wanted_lock:
+            wanted, self._wanted = self._wanted, None
+        if wanted is None or set(wanted) == set(self.symbols):
+            return False
+        added = [s for s in wanted if s not in self.state]
+        dropped = [s for s in self.symbols if s not in wanted]
+        self.symbols = wanted
+        self.streams = self._streams_of(wanted)
+        self.state = {s: self.state.get(s) or SymbolState() for s in wanted}
+        SUBSCRIPTION_CHANGES.inc()
+        self.log = log.bind(symbols=list(wanted), interval=self.interval,
+                            venue="testnet" if self.testnet else "mainnet")
+        self.log.info("subscription_changed", added=added, dropped=dropped)
+        return True
 
     # --- running --------------------------------------------------------------------------
 
@@ -331,6 +366,8 @@ class LiveSource:
             streamed = await self._session(publish, stop)
             if stop.is_set():
                 break
+            if self._take_subscription():
+                continue  # a new set of streams, not a failure: reconnect at once
             failures = 0 if streamed else failures + 1
             delay = min(RECONNECT_MAX_SECONDS, RECONNECT_BASE_SECONDS * 2 ** failures)
             RECONNECTS.inc()
@@ -385,6 +422,9 @@ class LiveSource:
     async def _pump(self, stream_socket: Any, publish: Publish, stop: threading.Event) -> bool:
         streamed = False
         while not stop.is_set():
+            if self._wanted is not None:
+                self.log.info("resubscribing")
+                return True
             try:
                 frames = [await asyncio.wait_for(stream_socket.recv(), POLL_SECONDS)]
             except TimeoutError:

@@ -29,7 +29,8 @@ class RateLimited(RuntimeError):
 ENDPOINT_WEIGHTS: dict[str, int] = {
     "exchangeInfo": 1, "time": 1, "order": 1, "algoOrder": 1, "openOrders": 1,
     "openAlgoOrders": 1, "positionRisk": 5, "balance": 5, "account": 5, "leverage": 1,
-    "marginType": 1, "listenKey": 1, "allOpenOrders": 1, "algoOpenOrders": 1,
+    "marginType": 1, "listenKey": 1, "allOpenOrders": 1, "algoOpenOrders": 1, "income": 30,
+    "ticker24hr": 40, "bookTicker": 5,  # all symbols at once (the universe service)
 }
 
 

@@ -20,6 +20,12 @@
 * One position per symbol (one-way mode). ``balance`` is the wallet: initial balance plus
   realised PnL minus fees and funding; ``equity`` adds unrealised PnL.
 
+* **Income** is booked as Binance's income history books it (:mod:`quantum.exchange.income`):
+  ``COMMISSION`` (negative) per fill, ``REALIZED_PNL`` per closing fill, ``FUNDING_FEE`` per
+  settlement, each with the position id as its trade; execution appends them to the income
+  trail (``quantum:state:execution:income``) in the commit that holds the book, which the
+  ledger compares with the journal as it compares Binance's own history.
+
 Every figure a closed trade reports (fees, funding, PnL) is counted once, on that trade, so
 ``final balance = initial balance + Σ net PnL`` holds exactly up to float rounding.
 
@@ -50,6 +56,7 @@ from quantum.contracts.events import (
     Tick,
     TradeClosed,
 )
+from quantum.exchange.income import COMMISSION, FUNDING_FEE, REALIZED_PNL, IncomeRecord
 from quantum.exchange.position import Position
 from quantum.exchange.venues.paper.config import DEFAULT_ORDER_RETENTION_MS, PaperConfig
 
@@ -84,6 +91,10 @@ class PaperExchange:
     clock_ms: int = 0
     order_retention_ms: int = DEFAULT_ORDER_RETENTION_MS
     maker_fee: float = 0.0002  # after the defaulted fields: snapshots without it still load
+    # Income booked and not yet taken by execution (which appends it to the income trail in
+    # the commit that holds this book), and the count that numbers the records.
+    income_pending: list[dict[str, Any]] = field(default_factory=list)
+    income_seq: int = 0
 
     def __post_init__(self) -> None:
         if self.balance == 0.0 and not self.positions:
@@ -105,6 +116,7 @@ class PaperExchange:
                                for o in orders] for s, orders in self.pending.items()}
         for name in ("last_tick_ts", "last_price", "seen_orders"):
             data[name] = dict(data[name])
+        data["income_pending"] = list(self.income_pending)
         return data
 
     @classmethod
@@ -171,6 +183,23 @@ class PaperExchange:
     def close(self) -> None:
         """Nothing to release."""
         return None
+
+    # --- income (what the wallet booked, as Binance's income history records it) ----------
+
+    def _book_income(self, symbol: str, income_type: str, amount: float, ts: int,
+                     trade_id: str) -> None:
+        if amount == 0.0:
+            return
+        self.income_seq += 1
+        self.income_pending.append(IncomeRecord(
+            symbol=symbol, income_type=income_type, amount=amount, asset="USDT", time_ms=ts,
+            tran_id=f"p{ts}-{self.income_seq}", trade_id=trade_id).document())
+
+    def take_income(self) -> list[dict[str, Any]]:
+        """The income booked since the last call (``REALIZED_PNL`` and ``COMMISSION`` per
+        fill, ``FUNDING_FEE`` per settlement; signed as the wallet saw them), then cleared."""
+        taken, self.income_pending = self.income_pending, []
+        return taken
 
     # --- orders ---------------------------------------------------------------------------
 
@@ -302,6 +331,7 @@ class PaperExchange:
         self.positions[order.symbol] = position
         self.balance -= fee
         self.fees_paid += fee
+        self._book_income(order.symbol, COMMISSION, -fee, tick.ts, position.position_id)
         return [
             self._report(
                 "fill", order, position, order.quantity, price, fee, tick.ts, reason="entry"
@@ -346,6 +376,8 @@ class PaperExchange:
             position.funding += payment
             self.balance -= payment
             self.funding_paid += payment
+            self._book_income(position.symbol, FUNDING_FEE, -payment, tick.ts,
+                              position.position_id)
             changed = True
         liquidation = self.liquidation_price(position)
         breached = tick.low <= liquidation if position.side == "LONG" else tick.high >= liquidation
@@ -393,6 +425,8 @@ class PaperExchange:
         self.balance += pnl - fee
         self.realised_pnl += pnl
         self.fees_paid += fee
+        self._book_income(position.symbol, REALIZED_PNL, pnl, ts, position.position_id)
+        self._book_income(position.symbol, COMMISSION, -fee, ts, position.position_id)
         order = OrderRequest(
             client_order_id=client_order_id
             or f"qx-{position.position_id.replace('-', '')[:19]}-{ts}",

@@ -1,0 +1,1 @@
+"""meta-regime: the trend and volatility regime of every symbol and of the market."""
