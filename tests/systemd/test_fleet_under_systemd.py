@@ -366,8 +366,11 @@ def test_the_target_stops_everything_within_its_timeout(machine: Machine) -> Non
            "every unit stopped", STOP_TIMEOUT_SECONDS * 2)
     REPORT["target_stop_seconds"] = round(time.monotonic() - started, 1)
     states = _states(machine)
-    assert all(s["ActiveState"] == "inactive" for s in states.values()), states
-    assert all(s["Result"] == "success" for s in states.values()), states
+    unclean = {unit: state for unit, state in states.items()
+               if state["ActiveState"] != "inactive" or state["Result"] != "success"}
+    assert not unclean, (unclean, {unit: machine.sh(
+        f"journalctl -u {unit} --no-pager -o cat -n 25", check=False)[-2500:]
+        for unit in unclean})
 
 
 def test_directives_this_host_cannot_enforce_are_reported(machine: Machine) -> None:

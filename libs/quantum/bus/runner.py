@@ -690,7 +690,10 @@ class Runner:
         if now - self._last_lag >= 5.0:
             self._last_lag = now
             self.update_lag_metrics()
-        block = 0 if self._stopping else self.config.block_ms
+        # Stopping: read what is there without waiting. (BLOCK 0 would wait forever: a stop
+        # requested during this turn's idle work then hung until the socket timed out, and
+        # systemd SIGKILLed the unit at its TimeoutStopSec.)
+        block = None if self._stopping else self.config.block_ms
         try:
             response = self.client.xreadgroup(
                 self.sub.group,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from typing import Any
 
 import orjson
@@ -233,3 +234,32 @@ def test_commit_transaction_is_all_or_nothing_and_errors_raise(r: redis.Redis) -
         transaction(r, [("SET", "d", "x"), ("INCR", "d")])
     assert r.ping()
     assert transaction(r, [("INCR", "n"), ("INCR", "n")]) == [1, 2]
+
+
+class StopsWhileIdle(Doubler):
+    """Asks its runner to stop from inside the idle hook, as a SIGTERM landing there does."""
+
+    runner: Runner | None = None
+
+    def on_idle(self, out: Outbox, now: float) -> None:
+        if self.runner is not None:
+            self.runner.request_stop()
+
+
+def test_a_stop_requested_during_a_turn_does_not_wait_on_the_read(
+    r: redis.Redis, redis_url: str,
+) -> None:
+    """The read after a stop request must not block: with ``BLOCK 0`` it waited forever (until
+    the socket timed out), so a SIGTERM that landed in a turn's idle work outlived systemd's
+    TimeoutStopSec and the unit ended SIGKILLed and failed."""
+    client = redis.Redis.from_url(redis_url)  # no socket timeout: a blocked read never ends
+    service = StopsWhileIdle()
+    runner = make_runner(client, service, block_ms=60_000)
+    service.runner = runner
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (runner.run(), done.set()), daemon=True)
+    thread.start()
+    # a hang is what is tested, not a speed: with BLOCK 0 the read waited until the socket
+    # timed out, which the runner then took for an outage of the bus
+    assert done.wait(120), "the runner still waits on its read after the stop request"
+    assert runner.outages == 0, "the read after the stop request blocked until a timeout"

@@ -40,6 +40,14 @@ from quantum.replay.report import payloads
 from services.clm.config import Settings
 from services.clm.service import Clm
 
+
+@pytest.fixture(autouse=True)
+def _only_this_services_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load(cls)`` without ``known`` refuses every other service's key; the suite's
+    QT_MIN_CONFIDENCE (tests/conftest.py) is the ai-engine's."""
+    monkeypatch.delenv("QT_MIN_CONFIDENCE", raising=False)
+
+
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample"
 TINY = MemberConfig(tree_rounds=15, tree_depth=3)
 

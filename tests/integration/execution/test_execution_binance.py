@@ -34,6 +34,14 @@ from quantum.replay.report import payloads
 from quantum.standin.binance_rest import FuturesVenue
 from services.execution.config import Settings
 
+
+@pytest.fixture(autouse=True)
+def _only_this_services_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load(cls)`` without ``known`` refuses every other service's key; the suite's
+    QT_MIN_CONFIDENCE (tests/conftest.py) is the ai-engine's."""
+    monkeypatch.delenv("QT_MIN_CONFIDENCE", raising=False)
+
+
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = ExitPlan(profile="DEFAULT", stop_loss=58_000.0,
                 take_profits=(TakeProfit(price=61_000.0, fraction=0.4),
