@@ -84,7 +84,13 @@ def test_bybit_klines_tickers_and_funding_are_normalised(r: redis.Redis,
                        what="funding at connect")
             venue.advance(1)
             wait_until(lambda: len(klines(r, "bybit", "ETHUSDT")) == 1, what="a kline")
-        open_time, (o, h, low, c, v) = venue.closed_bar("ETHUSDT")
+            open_time, (o, h, low, c, v) = venue.closed_bar("ETHUSDT")
+
+            def ticked_at_close() -> bool:  # the ticker and the kline are separate topics
+                return any(isinstance(p, VenueTick) and p.symbol == "ETHUSDT"
+                           and p.ts == open_time + 300_000 for p in events(r))
+
+            wait_until(ticked_at_close, what="the ticker at the bar's close")
     kline = klines(r, "bybit", "ETHUSDT")[0]
     assert (kline.instrument, kline.interval, kline.open_time, kline.close_time) == (
         "ETHUSDT", "5m", open_time, open_time + 299_999)
