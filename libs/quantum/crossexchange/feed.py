@@ -33,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from quantum.bus.envelope import Envelope
+from quantum.exchange.venues.binance.market import keep_alive, sleep_unless
 
 log = structlog.get_logger(component="cross-exchange")
 
@@ -44,7 +45,6 @@ INTERVAL_MS: dict[str, int] = {
 FLEET_SYMBOL = re.compile(r"^([A-Z0-9]{1,16})(USDT|USDC)$")
 
 POLL_SECONDS = 0.25
-ALIVE_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 REST_TIMEOUT_SECONDS = 10.0
 REST_ATTEMPTS = 3
@@ -271,26 +271,6 @@ class VenueFeed(ABC):
         raise SessionEnded(f"{self.venue} REST {path} failed: {error}")
 
 
-async def sleep_unless(stop: threading.Event, seconds: float) -> None:
-    """Sleep ``seconds`` in short steps, returning early once ``stop`` is set."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not stop.is_set():
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return
-        await asyncio.sleep(min(POLL_SECONDS, remaining))
-
-
-async def _keep_alive(alive: Callable[[], None], stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            alive()
-        except Exception as e:  # noqa: BLE001 - liveness must not end the feeds
-            log.warning("alive_failed", error=f"{type(e).__name__}: {e}")
-        await asyncio.sleep(ALIVE_SECONDS)
-
-
 async def _guarded(feed: VenueFeed, sink: Sink, stop: threading.Event) -> None:
     """Run one feed; an unexpected error restarts it alone after a back-off."""
     failures = 0
@@ -311,7 +291,7 @@ async def run_feeds_async(feeds: Sequence[VenueFeed], sink: Sink, stop: threadin
                           alive: Callable[[], None] | None = None) -> None:
     tasks = [asyncio.create_task(_guarded(feed, sink, stop)) for feed in feeds]
     if alive is not None:
-        tasks.append(asyncio.create_task(_keep_alive(alive, stop)))
+        tasks.append(asyncio.create_task(keep_alive(alive, stop)))
     try:
         while not stop.is_set():
             await asyncio.sleep(POLL_SECONDS)

@@ -353,7 +353,7 @@ class LiveSource:
 
     async def _run(self, publish: Publish, stop: threading.Event,
                    alive: Callable[[], None] | None = None) -> None:
-        keeper = asyncio.create_task(_keep_alive(alive, stop)) if alive is not None else None
+        keeper = asyncio.create_task(keep_alive(alive, stop)) if alive is not None else None
         try:
             await self._sessions(publish, stop)
         finally:
@@ -372,7 +372,7 @@ class LiveSource:
             delay = min(RECONNECT_MAX_SECONDS, RECONNECT_BASE_SECONDS * 2 ** failures)
             RECONNECTS.inc()
             self.log.warning("reconnecting", in_seconds=delay, failures=failures)
-            await _sleep_unless(stop, delay)
+            await sleep_unless(stop, delay)
         self.log.info("live_source_stopped")
 
     async def _session(self, publish: Publish, stop: threading.Event) -> bool:
@@ -634,7 +634,7 @@ class LiveSource:
             except (BinanceAPIException, BinanceRequestException, requests.RequestException) as e:
                 self.log.warning("backfill_request_failed", symbol=symbol, attempt=attempt + 1,
                                  error=f"{type(e).__name__}: {e}")
-                await _sleep_unless(stop, 0.5 * 2 ** attempt)
+                await sleep_unless(stop, 0.5 * 2 ** attempt)
                 continue
             if isinstance(rows, list):
                 return rows
@@ -659,7 +659,7 @@ def _preview(value: object, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
+async def sleep_unless(stop: threading.Event, seconds: float) -> None:
     """Sleep ``seconds`` in short steps, returning early once ``stop`` is set."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -670,7 +670,7 @@ async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
         await asyncio.sleep(min(POLL_SECONDS, remaining))
 
 
-async def _keep_alive(alive: Callable[[], None], stop: threading.Event) -> None:
+async def keep_alive(alive: Callable[[], None], stop: threading.Event) -> None:
     """Call ``alive`` every :data:`ALIVE_SECONDS` while the event loop turns. An error from
     it (Redis briefly gone, for the heartbeat) is logged, never fatal: the publish path
     is what decides whether the bus is down."""
