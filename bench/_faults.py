@@ -40,6 +40,7 @@ from bench import _matrix
 from bench._matrix import Outcome, Scenario
 from quantum import localredis
 from quantum.bus.envelope import new_envelope
+from quantum.bus.lease import Holder, lease_key
 from quantum.bus.runner import publish
 from quantum.contracts.events import (
     ExitPlan,
@@ -50,7 +51,7 @@ from quantum.contracts.events import (
     Tick,
 )
 from quantum.contracts.streams import APPLY_RESULT, MARKET_TICK, RISK_DECISION
-from quantum.observability.heartbeat import heartbeat_key
+from quantum.observability.heartbeat import heartbeat_key, standby_key
 from quantum.process.supervisor import Supervisor
 from quantum.registry.fleet import PORTFOLIO_KEY, service
 from quantum.risk import ess, fleetstate, policy
@@ -103,12 +104,14 @@ class Fleet:
     """A private Redis, the order path as real processes, and the orders sent through it.
 
     ``instances`` maps a service to how many instances of it run (``QT_INSTANCE`` 0, 1, …;
-    each execution instance keeps its own book record directory).
+    each execution instance keeps its own book record directory): one holds the service's
+    lease and works, the others stand by (:mod:`quantum.bus.lease`).
     """
 
     def __init__(self, work: Path, *, persist: bool, services: Sequence[str] = CORE,
                  instances: dict[str, int] | None = None, claim_idle_ms: int = 1000,
-                 claim_interval_s: float = 0.3, batch_size: int = 100) -> None:
+                 claim_interval_s: float = 0.3, batch_size: int = 100,
+                 heartbeat_ttl_s: int = 60) -> None:
         self.work = work
         self.persist = persist
         self.port = localredis.free_port()
@@ -142,7 +145,7 @@ class Fleet:
                 "QT_CLAIM_INTERVAL_S": str(claim_interval_s),
                 # Longer than any outage here: heartbeats kept in the AOF are still alive
                 # when Redis is back, so entries in flight are not refused governor_down.
-                "QT_HEARTBEAT_TTL_S": "60",
+                "QT_HEARTBEAT_TTL_S": str(heartbeat_ttl_s),
                 "QT_BOOK_RECORD_DIR": str(work / f"book-{index}"),
             }
             sup = Supervisor(names, env=env, workdir=work / f"run-{index}",
@@ -166,14 +169,24 @@ class Fleet:
         self.started_pids = self.pids()
 
     def ready(self) -> bool:
-        """Every process is alive, beating and reading its streams; the book is published."""
+        """Every process is alive, beating and reading its streams (the active instance of
+        each service) or standing by (the others); the book is published."""
         if any(pid is None for pid in self.pids().values()):
             return False
         if not all(self.client.exists(heartbeat_key(n)) for n in self.services):
             return False
         if not self.client.exists(PORTFOLIO_KEY):
             return False
-        return self.readers() >= len(self.instances)
+        standbys = sum(self.client.hlen(standby_key(n)) for n in self.services)
+        return (self.readers() >= len(self.services)
+                and standbys >= len(self.instances) - len(self.services))
+
+    def active_index(self, service_name: str) -> int:
+        """Which instance of ``service_name`` holds its lease now."""
+        raw = self.client.get(lease_key(service_name))
+        if raw is None:
+            raise RuntimeError(f"no instance of {service_name} holds its lease")
+        return int(Holder.parse(raw).consumer.rsplit("-", 1)[1])
 
     def readers(self) -> int:
         """Connections whose last command was ``XREADGROUP``: one per running runner (a
@@ -658,73 +671,84 @@ def _pending_on(fleet: Fleet, key: str, group: str, consumer: str) -> int:
     return len(rows)
 
 
+def _refused(fleet: Fleet, consumer: str) -> int:
+    found = fleet.refusals()
+    return found.get(f"{consumer}:NOTLEADER", 0) + found.get(f"{consumer}:NOTOWNER", 0)
+
+
 def _none_pending(fleet: Fleet, key: str, group: str, consumer: str) -> bool:
     return _pending_on(fleet, key, group, consumer) == 0
 
 
-def _stall_holding(fleet: Fleet, service_name: str, send: Callable[[], list[str]],
+def _stall_holding(fleet: Fleet, service_name: str, active: int, send: Callable[[], list[str]],
                    attempts: int = 4) -> tuple[list[str], int]:
-    """Stop instance 1, send work, SIGSTOP instance 0 the moment it holds entries unacked
-    (read, not yet committed), then let instance 1 go. Returns the plans sent and how many
-    entries instance 0 held when it was stopped (0: it was never caught mid-batch)."""
+    """Send work and SIGSTOP the active instance the moment it holds entries unacked (read,
+    not yet committed); the standby reads nothing meanwhile. Returns the plans sent and how
+    many entries the active instance held when it was stopped (0: never caught mid-batch)."""
     spec = service(service_name)
     key = spec.consumes[0].key
-    holder = fleet.instance(service_name, 0).consumer
+    holder = fleet.instance(service_name, active).consumer
     plans: list[str] = []
     for _ in range(attempts):
         held = 0
-        fleet.signal(service_name, 1, signal.SIGSTOP)
         plans += send()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             held = _pending_on(fleet, key, spec.group, holder)
             if held:
-                fleet.signal(service_name, 0, signal.SIGSTOP)
+                fleet.signal(service_name, active, signal.SIGSTOP)
                 break
-        fleet.signal(service_name, 1, signal.SIGCONT)
         held = _pending_on(fleet, key, spec.group, holder) if held else 0
         if held:
             return plans, held
         # It committed between the look and the signal (or never read): try again.
-        fleet.signal(service_name, 0, signal.SIGCONT)
+        fleet.signal(service_name, active, signal.SIGCONT)
     return plans, 0
 
 
 def two_instances(work: Path, quick: bool) -> Outcome:
-    """Two apply-layers and two executions; instance 0 of each SIGSTOPped while holding a
-    batch it read, past claim_idle_ms (instance 1 reclaims and handles it), then SIGCONTed:
-    its commit must be refused, so each plan has one order and one fill."""
-    out = Outcome("two instances of apply-layer and execution, one paused past claim_idle_ms")
-    claim_idle_ms = 500
+    """Two apply-layers and two executions, one of each active (its lease) and one standing
+    by; the active one SIGSTOPped while holding a batch it read, past the lease's TTL (the
+    standby takes over, claims and handles the batch), then SIGCONTed: its commit must be
+    refused, so each plan has one order and one fill."""
+    out = Outcome("two instances of apply-layer and execution, the active one paused past "
+                  "its lease")
+    ttl_s = 3
     fleet = Fleet(work, persist=False, instances={"apply-layer": 2, "execution": 2},
-                  claim_idle_ms=claim_idle_ms, claim_interval_s=0.2)
+                  claim_idle_ms=500, claim_interval_s=0.2, heartbeat_ttl_s=ttl_s)
     try:
         fleet.start()
         since = time.monotonic()
         plans: list[str] = []
+        paused_consumers: list[str] = []
         for service_name, tag in (("apply-layer", "x"), ("execution", "y")):
-            sent, held = _stall_holding(fleet, service_name, partial(fleet.decide, 60, tag))
+            active = fleet.active_index(service_name)
+            sent, held = _stall_holding(fleet, service_name, active,
+                                        partial(fleet.decide, 60, tag))
             plans += sent
             spec = service(service_name)
-            holder = fleet.instance(service_name, 0).consumer
+            holder = fleet.instance(service_name, active).consumer
+            paused_consumers.append(holder)
             paused = time.monotonic()
-            # Past claim_idle_ms, instance 1 reclaims what instance 0 holds.
+            # Past the lease's TTL, the standby takes over and claims what the paused holds.
             until(partial(_none_pending, fleet, spec.consumes[0].key, spec.group, holder),
-                  claim_idle_ms / 1000 + 20)
+                  ttl_s + 20)
             out.facts[f"{service_name}_held"] = held
             out.facts[f"{service_name}_paused_s"] = round(time.monotonic() - paused, 2)
-            fleet.signal(service_name, 0, signal.SIGCONT)
+            out.facts[f"{service_name}_active_after"] = fleet.active_index(service_name)
+            fleet.signal(service_name, active, signal.SIGCONT)
         fleet.fill(plans, patience=60)
         after = _recover(fleet, out, since, "z")
-        # The resumed instances' commits land (or are refused) within a few turns; on a
-        # loaded machine a resumed process may take a while to be scheduled and log it.
-        until(lambda: all(fleet.refusals().get(f"{n}-0:NOTOWNER") for n in
-                          ("apply-layer", "execution")), PATIENCE_S)
+        # The resumed instances' commits are refused within a few turns (the lease moved:
+        # NOTLEADER; or their entries did: NOTOWNER); on a loaded machine a resumed process
+        # may take a while to be scheduled and log it.
+        until(lambda: all(_refused(fleet, c) for c in paused_consumers), PATIENCE_S)
+        out.facts["paused"] = paused_consumers
         out.facts["refusals"] = fleet.refusals()
         out.facts["plans"] = len(plans)
         out.notes.append(
-            f"apply-layer-0 stopped holding {out.facts['apply-layer_held']} entries, "
-            f"execution-0 {out.facts['execution_held']}; commits refused: "
+            f"{paused_consumers[0]} stopped holding {out.facts['apply-layer_held']} entries, "
+            f"{paused_consumers[1]} {out.facts['execution_held']}; commits refused: "
             f"{out.facts['refusals']}")
         fleet.score(out, plans + after)
     finally:

@@ -13,13 +13,15 @@ import redis
 import structlog
 
 from quantum.bus import connection
+from quantum.bus.lease import Lease
 from quantum.bus.ports import Ports
 from quantum.bus.redisports import redis_ports
-from quantum.bus.runner import Runner, RunnerConfig, Service, Subscription
+from quantum.bus.runner import Runner, RunnerConfig, Service, Subscription, bus_unavailable
 from quantum.config import ConfigError, FleetSettings, load
 from quantum.contracts.events import EVENT_TYPES
 from quantum.observability import logging as qlog
 from quantum.observability import metrics
+from quantum.observability.heartbeat import Beacon
 from quantum.observability.systemd import Notifier
 from quantum.registry.fleet import (
     FLEET_KEY,
@@ -99,7 +101,7 @@ def runner_config(settings: FleetSettings) -> RunnerConfig:
         claim_interval_s=settings.claim_interval_s,
         max_deliveries=settings.max_deliveries,
         heartbeat_ttl_s=settings.heartbeat_ttl_s,
-        instance=settings.instance,
+        instance=settings.consumer_instance,
         commit_channel=COMMIT_CHANNEL if settings.clock == "event" else None,
         replicas=settings.replicas_required,
         replica_wait_ms=settings.replica_wait_ms,
@@ -124,9 +126,10 @@ def build_runner(
     name: str, settings: FleetSettings, client: redis.Redis, service_obj: Service,
     runner: type[Runner] = Runner,
 ) -> Runner:
-    return runner(
-        client, service_obj, subscription(service(name)), EVENT_TYPES, runner_config(settings)
-    )
+    spec = service(name)
+    config = runner_config(settings)
+    config.lease = spec.placement == "active-standby"
+    return runner(client, service_obj, subscription(spec), EVENT_TYPES, config)
 
 
 @dataclass
@@ -176,6 +179,85 @@ def run_service(
     loop.install_signal_handlers()
     started.log.info("starting", redis=_redact_url(settings.redis_url))
     loop.run()
+
+
+EXIT_LEASE_LOST = 75  # EX_TEMPFAIL: systemd restarts the process, which waits as the standby
+
+
+class PublisherLease:
+    """The active-standby lease (:mod:`quantum.bus.lease`) for a service that publishes
+    outside the runner (a live market feed). :meth:`acquire` waits as the standby until this
+    instance holds the lease; :meth:`keep`, called from the feed's liveness callback, renews
+    it once a second. Losing it (another instance took over while this one was cut off)
+    sets ``stop`` and :attr:`lost`: the caller exits with :data:`EXIT_LEASE_LOST` and
+    systemd restarts it, as the standby. A bus outage is not a loss: the next renewal that
+    reaches Redis decides."""
+
+    def __init__(self, started: Started[Any], name: str, beacon: Beacon) -> None:
+        self.name, self.beacon, self.stop, self.log = name, beacon, started.stop, started.log
+        settings = started.settings
+        self.lease = Lease(started.client, name, f"{name}-{settings.consumer_instance}",
+                           settings.heartbeat_ttl_s)
+        self.lost = False
+        self._checked = 0.0
+        metrics.LEASE_TAKEOVERS.labels(name)  # exported at 0 from the start
+
+    def acquire(self) -> bool:
+        """Wait (beating as a standby) until the lease is held; False if stopped first."""
+        self.beacon.demoted()
+        said = False
+        while not self.stop.is_set():
+            try:
+                held, _ = self.lease.renew()
+                if held:
+                    self._checked = time.monotonic()
+                    self.beacon.promoted()
+                    metrics.SERVICE_ACTIVE.labels(self.name).set(1)
+                    if said:
+                        metrics.LEASE_TAKEOVERS.labels(self.name).inc()
+                    self.log.warning("lease_acquired", lease=self.lease.key)
+                    return True
+                self.beacon.beat()
+                if not said:
+                    said = True
+                    holder = self.lease.holder
+                    metrics.SERVICE_ACTIVE.labels(self.name).set(0)
+                    self.beacon.notifier.status("standby")
+                    self.log.info("standby", lease=self.lease.key,
+                                  active=holder.consumer if holder else None,
+                                  active_host=holder.host if holder else None)
+            except Exception as e:
+                if not bus_unavailable(e):
+                    raise
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and not self.stop.is_set():
+                self.beacon.notifier.watchdog()
+                time.sleep(0.1)
+        return False
+
+    def keep(self) -> None:
+        """Renew (at most once a second); a lease another instance holds now stops the feed."""
+        if self.lost or time.monotonic() - self._checked < 1.0:
+            return
+        self._checked = time.monotonic()
+        try:
+            held, _ = self.lease.renew()
+        except Exception as e:
+            if not bus_unavailable(e):
+                raise
+            return
+        if not held:
+            self.lost = True
+            holder = self.lease.holder
+            metrics.SERVICE_ACTIVE.labels(self.name).set(0)
+            self.log.error("lease_lost", lease=self.lease.key,
+                           holder=holder.consumer if holder else None)
+            self.stop.set()
+
+    def release(self) -> None:
+        if not self.lost:
+            self.lease.release()
+            metrics.SERVICE_ACTIVE.labels(self.name).set(0)
 
 
 def _redact_url(url: str) -> str:

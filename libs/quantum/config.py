@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 from typing import Any, Literal, TypeVar
 
@@ -62,7 +63,9 @@ class FleetSettings(BaseSettings):
         redis_url: where the bus lives: ``redis://host:port/db``, or through Sentinel
             ``redis+sentinel://[:password@]host1:26379,host2:26379,host3:26379/<master>/<db>``
             (:mod:`quantum.bus.connection`); a malformed one is refused at start.
-        instance: the consumer instance; consumer names are ``<service>-<instance>``.
+        instance: the consumer instance; consumer names are ``<service>-<instance>``. Empty
+            (the default): this host's name, so identical files serve a primary and a
+            standby host.
         batch_size: entries read per ``XREADGROUP``.
         block_ms: how long a read waits for new entries.
         claim_idle_ms: entries pending longer than this on another consumer are reclaimed.
@@ -85,7 +88,7 @@ class FleetSettings(BaseSettings):
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    instance: str = "0"
+    instance: str = ""
     batch_size: int = Field(100, ge=1, le=10_000)
     block_ms: int = Field(1000, ge=1, le=60_000)
     claim_idle_ms: int = Field(30_000, ge=10)
@@ -103,6 +106,11 @@ class FleetSettings(BaseSettings):
     def _bus_url(cls, value: str) -> str:
         check_url(value)  # a ValueError names what is wrong, never a password
         return value
+
+    @property
+    def consumer_instance(self) -> str:
+        """The instance part of this process's consumer names."""
+        return self.instance or socket.gethostname()
 
     @property
     def replicas_required(self) -> int:

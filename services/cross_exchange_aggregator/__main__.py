@@ -7,10 +7,12 @@ its own task; one that fails reconnects with back-off while the others keep publ
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from quantum.app import start, wait_for_redis
+from quantum.app import EXIT_LEASE_LOST, PublisherLease, start, wait_for_redis
 from quantum.bus.runner import bus_unavailable
 from quantum.config import ConfigError
 from quantum.crossexchange.bybit import BybitFeed
@@ -72,9 +74,10 @@ def main() -> None:
     if started is None:
         return
     settings, log, client, stop = started.settings, started.log, started.client, started.stop
-    beacon = Beacon(client, NAME, f"{NAME}-{settings.instance}", settings.heartbeat_ttl_s)
-    beacon.beat(force=True)
+    beacon = Beacon(client, NAME, f"{NAME}-{settings.consumer_instance}",
+                    settings.heartbeat_ttl_s)
     beacon.notifier.ready()
+    lease = PublisherLease(started, NAME, beacon)
 
     def alive() -> None:
         try:
@@ -82,7 +85,22 @@ def main() -> None:
         except Exception as e:
             if not bus_unavailable(e):
                 raise
+        lease.keep()
 
+    if not lease.acquire():  # the standby waits here until the active one's lease lapses
+        beacon.notifier.stopping()
+        return
+    try:
+        _serve(settings, client, stop, alive, log)
+    finally:
+        lease.release()
+    beacon.notifier.stopping()
+    if lease.lost:
+        sys.exit(EXIT_LEASE_LOST)
+
+
+def _serve(settings: Settings, client: Any, stop: threading.Event,
+           alive: Callable[[], None], log: Any) -> None:
     feeds = build_feeds(settings, client)
     if not feeds:
         log.info("idle", reason="no venue configured (QT_VENUES is empty)")
@@ -93,7 +111,6 @@ def main() -> None:
         sink = RedisSink(client, NAME, lambda: wait_for_redis(client, NAME, stop.is_set),
                          alive)
         run_feeds(feeds, sink, stop, alive)
-    beacon.notifier.stopping()
 
 
 def _idle(stop: threading.Event, alive: Callable[[], None]) -> None:

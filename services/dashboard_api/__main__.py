@@ -30,7 +30,7 @@ def main() -> None:
         ws_interval_s=settings.ws_interval_s,
         supervisor_state_file=Path(settings.supervisor_state_file)
         if settings.supervisor_state_file else None,
-        instance=settings.instance,
+        instance=settings.consumer_instance,
         heartbeat_ttl_s=settings.heartbeat_ttl_s,
         reports_dir=Path(settings.reports_dir) if settings.reports_dir else None,
         notifier=Notifier.from_settings(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from quantum.app import COMMIT_CHANNEL, start, wait_for_redis
+from quantum.app import COMMIT_CHANNEL, EXIT_LEASE_LOST, PublisherLease, start, wait_for_redis
 from quantum.bus.runner import bus_unavailable, publish
 from quantum.config import ConfigError
 from quantum.observability.heartbeat import Beacon
@@ -155,19 +156,25 @@ def main() -> None:
         return
     settings, log, client, stop = started.settings, started.log, started.client, started.stop
     symbols = _symbols(settings)
-    beacon = Beacon(client, NAME, f"{NAME}-{settings.instance}", settings.heartbeat_ttl_s)
-    beacon.beat(force=True)
+    beacon = Beacon(client, NAME, f"{NAME}-{settings.consumer_instance}",
+                    settings.heartbeat_ttl_s)
+    live = settings.source != "replay"
+    lease = PublisherLease(started, NAME, beacon) if live else None
+    if lease is None:
+        beacon.beat(force=True)
     beacon.notifier.ready()
 
     def alive() -> None:
         """The loop turns: ping the watchdog (and the heartbeat, while Redis answers)
         whether or not there is data: waiting on a connection, a back-off or the barrier
-        is alive."""
+        is alive. Live, the lease is renewed too."""
         try:
             beacon.beat()
         except Exception as e:
             if not bus_unavailable(e):
                 raise
+        if lease is not None:
+            lease.keep()
 
     if settings.source == "replay":
         from quantum.market.replay import ReplaySource, drive
@@ -213,9 +220,15 @@ def main() -> None:
             klines=stats.klines,
             barrier_seconds=round(stats.barrier_seconds, 3),
         )
-    else:
-        _run_live(settings, client, symbols, stop, beacon, log, alive)
+    elif lease is not None and lease.acquire():
+        # Only the instance holding the lease streams; the standby waits in acquire().
+        try:
+            _run_live(settings, client, symbols, stop, beacon, log, alive)
+        finally:
+            lease.release()
     beacon.notifier.stopping()
+    if lease is not None and lease.lost:
+        sys.exit(EXIT_LEASE_LOST)
 
 
 if __name__ == "__main__":

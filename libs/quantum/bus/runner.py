@@ -48,6 +48,14 @@ treats as an outage: the service's next turn (where the order would leave) does 
 the runner reloads its state and waits until a probe write is confirmed by a replica. So an
 intent the exchange may receive is always on a replica Sentinel can promote
 (docs/RELIABILITY.md, "Failover").
+
+**Active and standby.** A service placed ``active-standby`` in the registry
+(``RunnerConfig.lease``) may run on two hosts in one group: only the instance holding the
+service's lease (:mod:`quantum.bus.lease`) reads, runs its timers and commits; the commit
+script refuses any other (``NOTLEADER``). The standby renews its claim once a second; when
+the active one's lease lapses (heartbeat TTL) it takes over, restores the state, and
+claims everything the old one left pending at once (``XAUTOCLAIM`` with no idle minimum).
+A clean stop releases the lease, so a planned switch-over takes about a second.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ import redis
 import structlog
 
 from quantum.bus.envelope import Envelope, EventTypes, InvalidEvent, decode, encode
+from quantum.bus.lease import Lease
 from quantum.bus.streams import DLQ, StreamSpec
 from quantum.observability import metrics
 from quantum.observability.heartbeat import Beacon
@@ -91,7 +100,8 @@ class ReplicaUnconfirmed(redis.ConnectionError):
 
 
 class CommitRefused(RuntimeError):
-    """The commit script refused before writing: ``reason`` is NOTOWNER, STALE or DUPLICATE."""
+    """The commit script refused before writing: ``reason`` is NOTLEADER, NOTOWNER, STALE
+    or DUPLICATE."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason} {detail}")
@@ -114,12 +124,16 @@ def bus_unavailable(error: BaseException) -> bool:
 
 # The commit: checks first (nothing is written unless all pass), then the writes in order.
 # ARGV: group, consumer, version key ("" = unversioned), expected version, bump (0/1),
+#       lease key and value ("" = no lease: the lease must hold exactly that value),
 #       n streams + (stream, first id, last id, k, k ids…)…, n guards + (key, member)…,
 #       n compare-and-sets + (key, "1" expected present / "0" absent, expected value)…,
 #       then each command as (argc, args…).
 COMMIT_SCRIPT = """
 local group, consumer, vkey, expected, bump = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local i = 6
+if ARGV[6] ~= '' and redis.call('GET', ARGV[6]) ~= ARGV[7] then
+  return redis.error_reply('NOTLEADER ' .. ARGV[6] .. ' is not held by ' .. consumer)
+end
+local i = 8
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   local stream, first, last, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
@@ -333,6 +347,7 @@ class RunnerConfig:
     stale_retries: int = 3  # a batch refused as STALE is reloaded and handled again this often
     replicas: int = 0  # replicas that must confirm a durable commit (Outbox.require_replica)
     replica_wait_ms: int = 1000  # how long they may take (WAIT's timeout)
+    lease: bool = False  # active-standby: work only while holding the service's lease
 
 
 def publish(
@@ -425,7 +440,7 @@ def commit_script(
                 continue
             except redis.ResponseError as e:
                 text = str(e)
-                for reason in ("NOTOWNER", "STALE", "DUPLICATE"):
+                for reason in ("NOTLEADER", "NOTOWNER", "STALE", "DUPLICATE"):
                     if text.startswith(reason):
                         raise CommitRefused(reason, text[len(reason):].strip()) from None
                 raise
@@ -527,6 +542,18 @@ class Runner:
         self.unconfirmed = 0  # durable commits no replica confirmed in time (tests, metrics)
         self._held: ReplicaUnconfirmed | None = None  # waiting for a replica to confirm
         self.refusals: dict[str, int] = defaultdict(int)  # commit refusals by reason
+        self.lease = (Lease(client, subscription.service, self.consumer,
+                            self.config.heartbeat_ttl_s) if self.config.lease else None)
+        self._leading = self.lease is None  # this instance does the work
+        self._lease_checked = 0.0  # monotonic time of the last renewal
+        self._claim_due = False  # took over: claim every pending entry at once
+        self.takeovers = 0  # leases taken over from another consumer (tests, metrics)
+        if self.lease is not None:
+            self.beacon.demoted()  # a standby until the lease says otherwise
+        # Exported from the start (at 0), so an alert on their increase sees the first one.
+        metrics.REPLICA_UNCONFIRMED.labels(self._name)
+        metrics.LEASE_TAKEOVERS.labels(self._name)
+        metrics.SERVICE_ACTIVE.labels(self._name).set(1 if self._leading else 0)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -551,8 +578,88 @@ class Runner:
         for key in self._keys:
             ensure_group(self.client, key, self.sub.group)
         self._check_epoch(self.client.get(self.sub.fleet_key) if self.sub.fleet_key else None)
+        if self.lease is not None:
+            self._renew_lease()
         self._restore()
-        self.recover_own_pending()
+        if self._leading:
+            self.recover_own_pending()
+            self._claim_pending()
+
+    # --- the lease (active-standby) -------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """Whether this instance is the one doing the service's work."""
+        return self._leading
+
+    def _renew_lease(self) -> bool:
+        """Renew or acquire the lease and follow what changed; returns whether this
+        instance just became the active one (its state must be restored, its pending
+        entries handled)."""
+        assert self.lease is not None
+        self._lease_checked = time.monotonic()
+        before = self.lease.holder
+        held, acquired = self.lease.renew()
+        if held and (acquired or not self._leading):
+            self._leading = True
+            self._claim_due = True
+            previous = None if before is None or before.raw == self.lease.value else before
+            if previous is not None and previous.consumer != self.consumer:
+                self.takeovers += 1
+                metrics.LEASE_TAKEOVERS.labels(self._name).inc()
+            metrics.SERVICE_ACTIVE.labels(self._name).set(1)
+            self.beacon.promoted()
+            self.notifier.status("running")
+            self.log.warning("lease_acquired", lease=self.lease.key,
+                             previous=None if previous is None else previous.consumer,
+                             previous_host=None if previous is None else previous.host)
+            return True
+        if not held:
+            holder = self.lease.holder
+            if self._leading:
+                self.log.error("lease_lost", lease=self.lease.key,
+                               holder=None if holder is None else holder.consumer)
+            elif before is None or holder is None or before.raw != holder.raw:
+                self.log.info("standby", lease=self.lease.key,
+                              active=None if holder is None else holder.consumer,
+                              active_host=None if holder is None else holder.host)
+            metrics.SERVICE_ACTIVE.labels(self._name).set(0)
+            self._leading = False
+            self._claim_due = False
+            self.beacon.demoted()
+            self.notifier.status("standby")
+        return False
+
+    def _follow_lease(self) -> None:
+        """Renew the lease once a second (or as soon as it lapsed locally); a new active
+        instance restores its state and handles what is pending before it reads."""
+        if self.lease is None:
+            return
+        if time.monotonic() - self._lease_checked >= 1.0 or not self.lease.held():
+            if self._renew_lease():
+                self._restore()
+                self.recover_own_pending()
+        if self._leading:
+            self._claim_pending()
+
+    def _lose_lease(self, why: str) -> None:
+        """The commit script said another instance holds the lease: stop working now."""
+        if self.lease is None or not self._leading:
+            return
+        self.log.error("lease_lost", lease=self.lease.key, detail=why)
+        self._leading = False
+        self._claim_due = False
+        metrics.SERVICE_ACTIVE.labels(self._name).set(0)
+        self.beacon.demoted()
+        self.notifier.status("standby")
+
+    def _claim_pending(self) -> None:
+        """After a takeover: every entry pending on another consumer of the group is the
+        old active one's unfinished work; claim it now rather than after claim_idle_ms."""
+        if not self._claim_due:
+            return
+        self.reclaim(min_idle_ms=0)
+        self._claim_due = False
 
     def _restore(self) -> None:
         if self.sub.version_key is not None:
@@ -581,6 +688,10 @@ class Runner:
                         break
         finally:
             self.notifier.stopping()
+            if self.lease is not None and self._leading:
+                self.lease.release()  # the standby takes over at its next renewal
+                self._leading = False
+                metrics.SERVICE_ACTIVE.labels(self._name).set(0)
             metrics.UP.labels(self._name).set(0)
             self.log.info("stopped")
 
@@ -673,9 +784,14 @@ class Runner:
     def turn(self) -> bool:
         """One loop turn; returns whether any entry was handled."""
         now = time.time()
+        self._follow_lease()
         epoch = self.beacon.beat()
         if epoch is not None:
             self._check_epoch(epoch[0])
+        if not self._leading:
+            # Standby: no reads, no timers; look at the lease again in a second.
+            self._sleep(1.0)
+            return False
         out = Outbox(self.sub.produces)
         self.service.on_idle(out, now)
         self.service.on_batch_end(out)  # timers may change state: persist it with their events
@@ -684,6 +800,8 @@ class Runner:
                 self.commit(out, {}, [])
             except CommitRefused as e:
                 self._refused(e)
+                if not self._leading:
+                    return False
         if now - self._last_claim >= self.config.claim_interval_s:
             self._last_claim = now
             self.reclaim()
@@ -725,6 +843,8 @@ class Runner:
         metrics.COMMIT_REFUSED.labels(self._name, error.reason).inc()
         self.log.warning("commit refused; state reloaded", reason=error.reason,
                          detail=error.detail)
+        if error.reason == "NOTLEADER":
+            self._lose_lease(error.detail)
         self._restore()
 
     # --- handling -------------------------------------------------------------------------
@@ -738,8 +858,8 @@ class Runner:
                 return
             except CommitRefused as e:
                 self._refused(e)
-                if e.reason == "NOTOWNER":
-                    return  # a peer holds these entries now: it handles them
+                if e.reason in ("NOTOWNER", "NOTLEADER"):
+                    return  # a peer holds these entries (or the lease) now: it handles them
         self.log.warning("batch left pending after repeated STALE commits", entries=len(batch))
 
     def _process(
@@ -824,7 +944,7 @@ class Runner:
                 self.commit(out, {item.stream: [item.entry_id]}, [])
             except CommitRefused as e:
                 self._refused(e)
-                if e.reason == "NOTOWNER":
+                if e.reason in ("NOTOWNER", "NOTLEADER"):
                     return
                 if e.reason == "DUPLICATE":
                     # The handler did not see the guard (its state predates it): the effect
@@ -844,6 +964,8 @@ class Runner:
             self.sub.version_key or "",
             self._version,
             "1" if versioned and out.writes else "0",
+            self.lease.key if self.lease is not None else "",
+            self.lease.value if self.lease is not None else "",
             sum(1 for ids in acks.values() if ids),
             *owned,
             len(out.guards),
@@ -948,8 +1070,10 @@ class Runner:
                     claimed = self.client.xclaim(key, self.sub.group, self.consumer, 0, [entry_id])
                     self._process_claimed(key, claimed, {entry_id: count}, [entry_id])
 
-    def reclaim(self) -> None:
-        """``XAUTOCLAIM`` entries idle on dead consumers and handle them here."""
+    def reclaim(self, min_idle_ms: int | None = None) -> None:
+        """``XAUTOCLAIM`` entries idle on dead consumers (longer than ``claim_idle_ms``, or
+        ``min_idle_ms``) and handle them here."""
+        idle = self.config.claim_idle_ms if min_idle_ms is None else min_idle_ms
         for key in self._keys:
             start = "0-0"
             while True:
@@ -957,7 +1081,7 @@ class Runner:
                     key,
                     self.sub.group,
                     self.consumer,
-                    self.config.claim_idle_ms,
+                    idle,
                     start_id=start,
                     count=self.config.batch_size,
                 )

@@ -71,7 +71,8 @@ def _render(document: dict[str, Any], console: Console) -> None:
     from rich.table import Table
 
     services = Table(title="services")
-    for column in ("service", "state", "pid", "heartbeat age", "restarts", "required"):
+    for column in ("service", "state", "host (active)", "pid", "heartbeat age", "standby",
+                   "restarts", "required"):
         services.add_column(column)
     for row in document["services"]:
         age = row["heartbeat_age_s"]
@@ -79,8 +80,9 @@ def _render(document: dict[str, Any], console: Console) -> None:
         if row["gave_up"]:
             restarts += f" (gave up, exit {row['last_exit']})"
         state = "[green]up[/]" if row["state"] == "up" else "[red]down[/]"
-        services.add_row(row["name"], state, str(row["pid"] or ""),
-                         "" if age is None else f"{age:.1f} s", restarts,
+        standby = ", ".join(f"{s['host']} (pid {s['pid']})" for s in row.get("standby", []))
+        services.add_row(row["name"], state, str(row["host"] or ""), str(row["pid"] or ""),
+                         "" if age is None else f"{age:.1f} s", standby or "-", restarts,
                          "yes" if row["required"] else "no")
     console.print(services)
     streams = Table(title="streams")

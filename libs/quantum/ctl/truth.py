@@ -45,7 +45,7 @@ import redis
 from quantum.bus.streams import DLQ, PREFIX
 from quantum.contracts.streams import CATALOGUE
 from quantum.ctl.entries import as_entries
-from quantum.observability.heartbeat import heartbeat_key
+from quantum.observability.heartbeat import heartbeat_key, standby_key
 from quantum.registry import fleet
 from quantum.registry.fleet import STATE_PREFIX
 
@@ -100,8 +100,38 @@ def heartbeats(client: redis.Redis) -> dict[str, dict[str, Any]]:
     return beats
 
 
+STANDBY_MAX_AGE_S = 60.0  # a standby's beat older than this is a leftover, not a standby
+
+
+def standbys(client: redis.Redis, now: float) -> dict[str, list[dict[str, Any]]]:
+    """Service name → its standby instances (consumer, host, pid, age), freshest first: the
+    beats of ``quantum:standby:<service>`` (:class:`~quantum.observability.heartbeat.Beacon`),
+    older than :data:`STANDBY_MAX_AGE_S` left out."""
+    names = [spec.name for spec in fleet.SERVICES]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(standby_key(name))
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name, fields in zip(names, pipe.execute(), strict=True):
+        rows = []
+        for raw in (fields or {}).values():
+            try:
+                beat = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            ts = beat.get("ts") if isinstance(beat, dict) else None
+            if not isinstance(ts, int | float) or now - ts > STANDBY_MAX_AGE_S:
+                continue
+            rows.append({"consumer": beat.get("consumer"), "host": beat.get("host"),
+                         "pid": beat.get("pid"), "heartbeat_age_s": round(now - ts, 3)})
+        if rows:
+            found[name] = sorted(rows, key=lambda row: row["heartbeat_age_s"])
+    return found
+
+
 def service_rows(
-    beats: dict[str, dict[str, Any]], state: dict[str, Any] | None, now: float
+    beats: dict[str, dict[str, Any]], state: dict[str, Any] | None, now: float,
+    standing_by: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     supervised = {entry["name"]: entry for entry in (state or {}).get("services", [])
                   if isinstance(entry, dict) and "name" in entry}
@@ -118,6 +148,7 @@ def service_rows(
             "pid": (beat or {}).get("pid", process.get("pid")),
             "consumer": (beat or {}).get("consumer"),
             "host": (beat or {}).get("host"),
+            "standby": (standing_by or {}).get(spec.name, []),
             "heartbeat_age_s": round(now - float(beat_ts), 3)
             if isinstance(beat_ts, int | float) else None,
             "supervised": bool(process),
@@ -216,7 +247,7 @@ def truth_map(client: redis.Redis, state: dict[str, Any] | None) -> dict[str, An
     """Services, streams and flags, as plain data (JSON-ready)."""
     now = time.time()
     beats = heartbeats(client)
-    services = service_rows(beats, state, now)
+    services = service_rows(beats, state, now, standbys(client, now))
     producers = fleet.producers()
     groups = fleet.consumer_groups()
     flags: list[Flag] = []

@@ -12,15 +12,26 @@ import redis
 from quantum.observability.systemd import Notifier
 
 HEARTBEAT_PREFIX = "quantum:heartbeat:"
+STANDBY_PREFIX = "quantum:standby:"
 
 
 def heartbeat_key(service: str) -> str:
     return HEARTBEAT_PREFIX + service
 
 
+def standby_key(service: str) -> str:
+    """Hash: consumer -> the heartbeat of each standby instance (JSON, like the active's)."""
+    return STANDBY_PREFIX + service
+
+
 class Beacon:
     """``beat()`` each loop turn: pings the watchdog and, once a second, refreshes
-    ``quantum:heartbeat:<service>`` (JSON: service, consumer, pid, host, ts) with a TTL."""
+    ``quantum:heartbeat:<service>`` (JSON: service, consumer, pid, host, ts) with a TTL.
+
+    Only the active instance writes that key (readers take it as "the service is up"); a
+    standby (``active`` False) writes its beat as a field of ``quantum:standby:<service>``
+    instead, so ``quantumctl status`` can show it; readers ignore a field whose ``ts`` is
+    older than the TTL."""
 
     def __init__(
         self,
@@ -34,6 +45,9 @@ class Beacon:
         self.client = client
         self.watch_key = watch_key
         self.key = heartbeat_key(service)
+        self.standby_key = standby_key(service)
+        self.consumer = consumer
+        self.active = True
         self.ttl_s = ttl_s
         self.notifier = Notifier()
         self._beat = {
@@ -60,10 +74,25 @@ class Beacon:
             return None
         self._last = now
         self._beat["ts"] = now
-        if self.watch_key is None:
-            self.client.set(self.key, orjson.dumps(self._beat), ex=self.ttl_s)
-            return None
+        beat = orjson.dumps(self._beat)
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.key, orjson.dumps(self._beat), ex=self.ttl_s)
-        pipe.get(self.watch_key)
-        return (pipe.execute()[1],)
+        if self.active:
+            pipe.set(self.key, beat, ex=self.ttl_s)
+        else:
+            pipe.hset(self.standby_key, self.consumer, beat)
+            pipe.expire(self.standby_key, self.ttl_s)
+        if self.watch_key is not None:
+            pipe.get(self.watch_key)
+        replies = pipe.execute()
+        return (replies[-1],) if self.watch_key is not None else None
+
+    def promoted(self) -> None:
+        """This instance became the active one: beat as such now, and leave the standbys."""
+        self.active = True
+        self.client.hdel(self.standby_key, self.consumer)
+        self.beat(force=True)
+
+    def demoted(self) -> None:
+        """This instance is (again) a standby."""
+        self.active = False
+        self._last = 0.0

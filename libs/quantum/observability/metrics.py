@@ -40,6 +40,16 @@ REDIS_REACHABLE = Gauge(
     ["service"],
 )
 BUS_OUTAGES = Counter("quantum_bus_outages_total", "Bus outages survived", ["service"])
+SERVICE_ACTIVE = Gauge(
+    "quantum_service_active",
+    "1 while this instance holds its service's lease (the active one), 0 as a standby",
+    ["service"],
+)
+LEASE_TAKEOVERS = Counter(
+    "quantum_lease_takeovers_total",
+    "Times this instance took its service's lease over from another instance",
+    ["service"],
+)
 REPLICA_UNCONFIRMED = Counter(
     "quantum_bus_replica_unconfirmed_total",
     "Commits recording an order intent that no replica confirmed in time (order held)",

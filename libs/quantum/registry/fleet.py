@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from quantum.bus.streams import StreamSpec
 from quantum.contracts import streams as s
@@ -38,6 +38,10 @@ class ServiceSpec:
         memory_max: systemd ``MemoryMax``.
         loopback_only: it talks to Redis on loopback only: ``IPAddressAllow=localhost``.
         replay: it runs in ``quantumctl replay``.
+        placement: on two hosts, ``active-standby`` (the default): one instance works, the
+            other waits for its lease (:mod:`quantum.bus.lease`) and takes over when the
+            active one's lapses; ``both``: a stateless service that may run on both hosts
+            at once (it has no consumer group or no order to keep).
     """
 
     name: str
@@ -54,6 +58,7 @@ class ServiceSpec:
     loopback_only: bool = True
     replay: bool = True
     after: tuple[str, ...] = field(default=())
+    placement: Literal["active-standby", "both"] = "active-standby"
 
     @property
     def group(self) -> str:
@@ -207,6 +212,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         port=8080,
         required=False,
         replay=False,
+        placement="both",  # reads state and serves it: both hosts may answer
     ),
     ServiceSpec(
         name="reconcile",

@@ -82,11 +82,13 @@ def test_two_instances_one_paused_past_claim_idle_give_one_order_per_plan(
         tmp_path: Path) -> None:
     outcome = _faults.two_instances(tmp_path, False)
     facts = outcome.facts
-    # Each instance 0 was stopped holding entries it had read but not committed; instance 1
-    # reclaimed them; when instance 0 woke, its commit was refused.
+    # The active instance of each was stopped holding entries it had read but not
+    # committed; the standby took the lease over and claimed them; when the paused one woke,
+    # its commit was refused (the lease had moved: NOTLEADER).
     assert facts["apply-layer_held"] > 0 and facts["execution_held"] > 0, outcome
-    assert facts["refusals"].get("apply-layer-0:NOTOWNER", 0) >= 1, outcome
-    assert facts["refusals"].get("execution-0:NOTOWNER", 0) >= 1, outcome
+    for name, consumer in zip(("apply-layer", "execution"), facts["paused"], strict=True):
+        assert facts["refusals"].get(f"{consumer}:NOTLEADER", 0) >= 1, outcome
+        assert f"{name}-{facts[name + '_active_after']}" != consumer, outcome  # taken over
     assert_clean(outcome)  # exactly one order, one ack and one fill per plan
 
 

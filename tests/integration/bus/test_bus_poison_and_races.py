@@ -223,8 +223,8 @@ def test_a_durable_guard_refuses_a_second_effect(r: redis.Redis) -> None:
 
 def test_the_commit_script_writes_nothing_when_it_refuses(r: redis.Redis) -> None:
     r.set("quantum:state:v", "3")
-    # version key, expected version, bump; no acks, no guards, no compare-and-sets; one SET
-    argv: list[Any] = ["g", "c", "quantum:state:v", "2", "1", 0, 0, 0, 3, "SET", "k", "1"]
+    # version key, expected version, bump; no lease; no acks, guards or compare-and-sets; a SET
+    argv: list[Any] = ["g", "c", "quantum:state:v", "2", "1", "", "", 0, 0, 0, 3, "SET", "k", "1"]
     with pytest.raises(CommitRefused) as refused:
         commit_script(r, argv)
     assert refused.value.reason == "STALE" and r.get("k") is None

@@ -18,7 +18,7 @@ from quantum.bus.streams import DLQ
 from quantum.contracts import streams as s
 from quantum.ctl.main import app
 from quantum.ctl.truth import group_lag
-from quantum.observability.heartbeat import heartbeat_key
+from quantum.observability.heartbeat import heartbeat_key, standby_key
 from quantum.registry import fleet
 
 SAMPLE = str(Path(__file__).resolve().parents[3] / "data" / "sample")
@@ -58,6 +58,24 @@ def entry(kind: str, payload: dict[str, Any]) -> dict[str, str]:
 
 def flags_of(document: dict[str, Any], kind: str) -> set[str]:
     return {flag["subject"] for flag in document["flags"] if flag["kind"] == kind}
+
+
+def test_status_shows_which_host_holds_each_service_and_its_standby(
+        cli: Any, healthy: redis.Redis) -> None:
+    now = time.time()
+    healthy.hset(standby_key("execution"), mapping={
+        "execution-b": orjson.dumps({"consumer": "execution-b", "host": "vps-b", "pid": 77,
+                                     "ts": now}),
+        "execution-old": orjson.dumps({"consumer": "execution-old", "host": "gone", "pid": 1,
+                                       "ts": now - 3600}),  # a leftover, not a standby
+    })
+    document = json.loads(cli("status", "--json").stdout)
+    services = {row["name"]: row for row in document["services"]}
+    assert services["execution"]["host"] == "test"  # the active instance's host
+    assert [(b["host"], b["pid"]) for b in services["execution"]["standby"]] == [("vps-b", 77)]
+    assert services["risk-governor"]["standby"] == []
+    table = cli("status")
+    assert table.exit_code == 0 and "vps-b" in table.stdout
 
 
 def test_status_json_on_a_seeded_redis(cli: Any, healthy: redis.Redis) -> None:

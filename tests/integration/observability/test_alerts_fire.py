@@ -19,10 +19,12 @@ as ``provisioning --targets`` labels them):
   answer (its database gauge; its groups fall behind), the real ai-engine configured for an
   ensemble that its empty model registry refuses (no model served);
 * a target nobody answers on (exit-brain's), so ``up`` is 0;
-* for the three conditions that need a live market or a trained ensemble — exchange latency,
-  direction bias, feature drift — a process that imports the service modules' own
-  ``prometheus_client`` metric objects, sets them and serves them with prometheus_client's
-  HTTP server: the exact names and labels the services register, none written here.
+* for the conditions that need a live market, a trained ensemble, a Redis replica or a
+  second host — exchange latency, direction bias, feature drift, an order intent no replica
+  confirmed, a standby taking over a lease — a process that imports the service modules' (and
+  the runner's) own ``prometheus_client`` metric objects, sets them and serves them with
+  prometheus_client's HTTP server: the exact names and labels the services register, none
+  written here.
 
 The cases are keyed by the alert names read from ``alerts.yml``: a new alert without a case
 here fails its test.
@@ -87,22 +89,33 @@ REAL = ("dashboard-api", "risk-governor", "journal", "ai-engine", "ledger")
 # The stand-in for conditions a test cannot create live: the services' own metric objects,
 # set and served by prometheus_client, one registry (and port) per service they belong to.
 STAND_IN = """
-import sys, time
+import itertools, sys, time
 from prometheus_client import CollectorRegistry, start_http_server
+from quantum.observability import metrics
 from services.ai_engine import service as ai_engine
 from services.journal import service as journal
 
-ai_port, journal_port = int(sys.argv[1]), int(sys.argv[2])
+ai_port, journal_port, execution_port = (int(port) for port in sys.argv[1:4])
 ai_registry, journal_registry = CollectorRegistry(), CollectorRegistry()
+execution_registry = CollectorRegistry()
 ai_registry.register(ai_engine.BIAS_BLOCKED)
 ai_registry.register(ai_engine.PSI_MAX)
 journal_registry.register(journal.ORDER_LATENCY)
+execution_registry.register(metrics.REPLICA_UNCONFIRMED)
+execution_registry.register(metrics.LEASE_TAKEOVERS)
 ai_engine.BIAS_BLOCKED.labels("not_explained_by_market").set(1)
 ai_engine.PSI_MAX.set(0.4)
+unconfirmed = metrics.REPLICA_UNCONFIRMED.labels("execution")  # exported from 0
+takeovers = metrics.LEASE_TAKEOVERS.labels("execution")
 start_http_server(ai_port, addr="127.0.0.1", registry=ai_registry)
 start_http_server(journal_port, addr="127.0.0.1", registry=journal_registry)
-while True:  # execution reports 3 s after their orders: p99 above the 2 s threshold
+start_http_server(execution_port, addr="127.0.0.1", registry=execution_registry)
+for turn in itertools.count():
+    # execution reports 3 s after their orders: p99 above the 2 s threshold
     journal.ORDER_LATENCY.observe(3.0)
+    if turn % 10 == 9:  # once a second: a commit no replica confirms, a standby taking over
+        unconfirmed.inc()
+        takeovers.inc()
     time.sleep(0.1)
 """
 
@@ -174,6 +187,14 @@ CASES: dict[str, Case] = {
                                   " > 0.09")),
     # a stream the registry does not declare
     "QuantumRegistryDrift": Case(('quantum_truth_flags{kind="undeclared_stream"} > 0',)),
+    # stand-in: the runner's own counter, a commit of an order intent no replica confirmed
+    "QuantumReplicaUnconfirmed": Case(
+        ('increase(quantum_bus_replica_unconfirmed_total{service="execution"}[1m]) > 0',),
+        {"service": "execution"}),
+    # stand-in: the lease's own counter, execution's standby took over
+    "QuantumStandbyTookOver": Case(
+        ('increase(quantum_lease_takeovers_total{service="execution"}[1m]) > 0',),
+        {"service": "execution"}),
 }
 
 
@@ -290,7 +311,8 @@ def prometheus(redis_url: str,
     (work / "models").mkdir()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
     base_env["QT_REDIS_URL"] = redis_url
-    ports = {name: free_port() for name in (*REAL, "stand-in ai-engine", "stand-in journal")}
+    ports = {name: free_port() for name in (*REAL, "stand-in ai-engine", "stand-in journal",
+                                            "stand-in execution")}
     closed = free_port()  # for exit-brain's target and the Alertmanager nobody runs
     logs: list[Path] = []
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -313,7 +335,8 @@ def prometheus(redis_url: str,
         logs.append(work / "stand-in.log")
         processes["stand-in"] = _start(
             [sys.executable, "-c", STAND_IN, str(ports["stand-in ai-engine"]),
-             str(ports["stand-in journal"])], base_env, logs[-1])
+             str(ports["stand-in journal"]), str(ports["stand-in execution"])], base_env,
+            logs[-1])
 
         prometheus_work = work / "prometheus"
         (prometheus_work / "targets").mkdir(parents=True)

@@ -79,8 +79,16 @@ def render_services_doc(services: Sequence[ServiceSpec]) -> str:
     ]
     for spec in services:
         lines += ["", *_service_section(spec, producer_of)]
-    lines += ["", *_hardening_section(), "", *_timers_section(), "", *_install_section()]
+    lines += ["", *_hardening_section(), "", *_two_hosts_section(), "", *_timers_section(), "",
+              *_install_section()]
     return "\n".join(lines) + "\n"
+
+
+_PLACEMENT = {
+    "active-standby": "active-standby (one instance holds `quantum:lease:<name>` and works; "
+                      "the other takes over when its lease lapses)",
+    "both": "both hosts at once (it keeps no order-sensitive state)",
+}
 
 
 def _service_section(spec: ServiceSpec, producer_of: dict[str, str]) -> list[str]:
@@ -97,6 +105,7 @@ def _service_section(spec: ServiceSpec, producer_of: dict[str, str]) -> list[str
         f"- required: {required}",
         f"- memory: `MemoryMax={spec.memory_max}`; network: {network}",
         f"- runs in replay: {'yes' if spec.replay else 'no'}",
+        f"- on two hosts: {_PLACEMENT[spec.placement]}",
         *_stream_lines(spec, producer_of),
     ]
     keys = ", ".join(f"`{key}`" for key in spec.state_keys) or "none"
@@ -144,6 +153,25 @@ def _hardening_section() -> list[str]:
         "`/proc/stat`, so prometheus_client exports no `process_*` metrics. The only writable",
         f"path is `{STATE_DIR}`. Loopback-only services may talk to localhost only",
         "(`IPAddressAllow=localhost`): Redis and the Prometheus scraper must be on the host.",
+    ]
+
+
+def _two_hosts_section() -> list[str]:
+    return [
+        "## Two hosts",
+        "",
+        "Install the same units and env files on a primary and a standby host (Redis behind",
+        "Sentinel, `deploy/redis/`). `QT_INSTANCE` is empty by default, so each host's",
+        "consumers are named `<service>-<hostname>`. An `active-standby` service holds its",
+        "lease `quantum:lease:<service>` on one host; only that instance reads, runs its",
+        "timers and commits (the commit script refuses any other: `NOTLEADER`), and only it",
+        "writes `quantum:heartbeat:<service>`; the other beats in `quantum:standby:<service>`.",
+        "When the active instance's lease lapses (`QT_HEARTBEAT_TTL_S`: its host is gone, it",
+        "hangs, or it is cut off), the standby takes the lease within a second, restores the",
+        "state and claims every entry the old one left pending at once; a clean stop",
+        "releases the lease, so a planned switch-over takes about a second. A process killed",
+        "on its own host takes its own lease back at once when systemd restarts it.",
+        "`quantumctl status` shows which host holds each service.",
     ]
 
 
