@@ -20,6 +20,9 @@ class Settings(BinanceAccessSettings):
     binance_margin_type: ``ISOLATED`` or ``CROSSED``.
     binance_poll_interval_s: REST polling of open orders while the user stream is healthy.
     binance_weight_limit: request weight per minute of the account.
+    binance_unknown_order_margin_s: beyond ``recvWindow``, how long an order the exchange
+        says it does not know stays uncertain (queried again) before it is declared not
+        placed; covers clock skew and a request still in flight (a takeover's, too).
     protective_orders: keep reduce-only stop and take-profit orders on the exchange.
     approval_max_age_seconds: an entry order whose approval (its plan's bar time) is older
         than this is refused; the same key and bound as the apply-layer's.
@@ -37,6 +40,7 @@ class Settings(BinanceAccessSettings):
     binance_margin_type: Literal["ISOLATED", "CROSSED"] = "ISOLATED"
     binance_poll_interval_s: float = Field(5.0, gt=0)
     binance_weight_limit: int = Field(2400, ge=1)
+    binance_unknown_order_margin_s: float = Field(60.0, ge=0, le=3600)
     protective_orders: bool = True
     approval_max_age_seconds: int = Field(600, ge=1)
     book_record_dir: str = ""

@@ -720,7 +720,10 @@ class Runner:
                     down = True
                     self._outage_began(e)
                 self._sleep(delay)
-                delay = min(delay * 2, self.config.reconnect_max_s)
+                # Holding a lease (waiting for a replica, say): retry often enough to renew it.
+                ceiling = (self.config.reconnect_max_s if self.lease is None else
+                           min(self.config.reconnect_max_s, self.config.heartbeat_ttl_s / 3))
+                delay = min(delay * 2, ceiling)
                 continue
             break
         metrics.REDIS_REACHABLE.labels(self._name).set(1)

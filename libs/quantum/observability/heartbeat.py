@@ -63,6 +63,8 @@ class Beacon:
         """The heartbeat refresh as one command (``SET … EX``), for a caller that needs a
         write of its own on a given connection (the runner's replica probe)."""
         self._beat["ts"] = time.time()
+        if not self.active:
+            return ("HSET", self.standby_key, self.consumer, orjson.dumps(self._beat))
         return ("SET", self.key, orjson.dumps(self._beat), "EX", self.ttl_s)
 
     def beat(self, force: bool = False) -> tuple[bytes | None] | None:

@@ -229,7 +229,8 @@ class Account:
 
 
 class FuturesVenue:
-    """The trading stand-in on 127.0.0.1, in a background thread with its own loop.
+    """The trading stand-in on ``host`` (loopback by default), in a background thread with
+    its own loop.
 
     Point the adapter at :attr:`rest_url` (it appends ``/fapi``) and the user data stream
     at :attr:`ws_url`. Control methods are thread-safe (they run on the venue's loop).
@@ -237,7 +238,8 @@ class FuturesVenue:
 
     def __init__(self, *, api_key: str = "standin-key", api_secret: str = "standin-secret",
                  balance: float = 10_000.0, rules: dict[str, tuple[str, str, str]] | None = None,
-                 prices: dict[str, float] | None = None, timeout: float = 10.0) -> None:
+                 prices: dict[str, float] | None = None, timeout: float = 10.0,
+                 host: str = "127.0.0.1") -> None:
         table = rules or DEFAULT_RULES
         info = [exchange_info_entry(s, *r) for s, r in table.items()]
         self.account = Account(
@@ -246,6 +248,7 @@ class FuturesVenue:
             prices={s: Decimal(str(p)) for s, p in (prices or {}).items()},
         )
         self.timeout = timeout
+        self.host = host
         self.rest_url = ""
         self.ws_url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -286,11 +289,11 @@ class FuturesVenue:
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        sock = _loopback_socket()
+        sock = _loopback_socket(self.host)
         await web.SockSite(self._runner, sock).start()
-        self.rest_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self._ws_server = await serve(self._user_stream, "127.0.0.1", 0, ping_interval=None)
-        self.ws_url = f"ws://127.0.0.1:{self._ws_server.sockets[0].getsockname()[1]}/"
+        self.rest_url = f"http://{self.host}:{sock.getsockname()[1]}"
+        self._ws_server = await serve(self._user_stream, self.host, 0, ping_interval=None)
+        self.ws_url = f"ws://{self.host}:{self._ws_server.sockets[0].getsockname()[1]}/"
 
     async def _stop(self) -> None:
         if self._release is not None:

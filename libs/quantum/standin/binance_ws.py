@@ -473,10 +473,10 @@ def market_routes(app: web.Application, tape: MarketTape) -> None:
 # --- the stand-in ---------------------------------------------------------------------------
 
 
-def _loopback_socket() -> socket.socket:
+def _loopback_socket(host: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     return sock
 
 

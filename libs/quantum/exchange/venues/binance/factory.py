@@ -45,6 +45,7 @@ def live_config(settings: Any, *, intent_retention_ms: int) -> LiveConfig:
                                            else MAINNET_WS),
         protective_orders=settings.protective_orders,
         recv_window_ms=settings.binance_recv_window_ms,
+        unknown_order_margin_s=settings.binance_unknown_order_margin_s,
         intent_retention_ms=intent_retention_ms,
     )
 
