@@ -2,7 +2,7 @@
 # Install the fleet on a systemd host (Debian 12), as docs/services.md describes; idempotent.
 #
 #   scripts/install.sh [--prefix DIR] [--wheels DIR] [--extras ml,rl] [--no-redis] [--no-enable]
-#                      [--init] [--start]
+#                      [--bus-hosts ADDR,ADDR,...] [--init] [--start]
 #   scripts/install.sh --uninstall [--purge]
 #
 # It creates the `quantum` system user; copies the checkout to PREFIX (default
@@ -15,7 +15,9 @@
 # `systemctl daemon-reload`, enables the target (started with --start) and enables and
 # starts the timers (--no-enable does neither). --init runs
 # `quantumctl init` (a NEW fleet on this Redis: never after a Redis that lost its state,
-# see docs/RUNBOOK.md).
+# see docs/RUNBOOK.md). --bus-hosts gives the addresses of a replicated bus's Redis and
+# Sentinel hosts (deploy/redis/README.md): a drop-in for every quantum-*.service
+# (quantum-.service.d/bus-hosts.conf) lets the loopback-only units reach them too.
 #
 # --uninstall stops and disables the fleet and removes what the install added: units,
 # target, timers, drop-in, Redis include, PREFIX (when the install made it), and env files
@@ -33,6 +35,7 @@ START=0
 INIT=0
 UNINSTALL=0
 PURGE=0
+BUS_HOSTS=""
 PYTHON="${PYTHON:-python3}"
 ETC=/etc/quantum
 UNIT_DIR=/etc/systemd/system
@@ -40,6 +43,7 @@ JOURNALD_DIR=/etc/systemd/journald.conf.d
 REDIS_CONF=/etc/redis/redis.conf
 REDIS_INCLUDE="include /etc/redis/quantum.conf"
 MARK=.installed-by-quantum-install   # in PREFIX: the install made this copy
+BUS_DROPIN="$UNIT_DIR/quantum-.service.d/bus-hosts.conf"  # every quantum-*.service
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
@@ -53,9 +57,11 @@ while [ $# -gt 0 ]; do
     --no-enable) ENABLE=0; shift ;;
     --start) START=1; shift ;;
     --init) INIT=1; shift ;;
+    --bus-hosts) BUS_HOSTS="${2:?--bus-hosts needs addresses, e.g. 10.0.0.11,10.0.0.12}"
+                 shift 2 ;;
     --uninstall) UNINSTALL=1; shift ;;
     --purge) PURGE=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -72,7 +78,8 @@ uninstall() {
     systemctl disable --now "$unit" >/dev/null 2>&1 || true
     rm -f "$UNIT_DIR/$unit"
   done
-  rm -f "$JOURNALD_DIR/quantum.conf"
+  rm -f "$JOURNALD_DIR/quantum.conf" "$BUS_DROPIN"
+  rmdir "$(dirname "$BUS_DROPIN")" 2>/dev/null || true
   if [ -f "$REDIS_CONF" ] && grep -qxF "$REDIS_INCLUDE" "$REDIS_CONF"; then
     sed -i "\\|^${REDIS_INCLUDE}\$|d" "$REDIS_CONF"
     rm -f /etc/redis/quantum.conf
@@ -107,6 +114,10 @@ if [ "$UNINSTALL" = 1 ]; then uninstall; exit 0; fi
   || die "Python 3.11 or newer is required ($PYTHON)"
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || die "$PYTHON lacks venv: apt-get install python3-venv"
 [ -z "$WHEELS" ] || [ -d "$WHEELS" ] || die "--wheels $WHEELS: no such directory"
+for address in ${BUS_HOSTS//,/ }; do  # IPAddressAllow= takes addresses, not names
+  [[ "$address" =~ ^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$ ]] \
+    || die "--bus-hosts: $address is not an IP address or prefix"
+done
 
 # 1. the user the units run as
 if ! id quantum >/dev/null 2>&1; then
@@ -159,6 +170,14 @@ for unit in $(units); do
 done
 install -d -m 0755 "$JOURNALD_DIR"
 install -m 0644 "$SOURCE/deploy/journald/quantum.conf" "$JOURNALD_DIR/quantum.conf"
+if [ -n "$BUS_HOSTS" ]; then
+  install -d -m 0755 "$(dirname "$BUS_DROPIN")"
+  printf '%s\n' "# Written by scripts/install.sh --bus-hosts: the replicated bus's Redis and" \
+    "# Sentinel hosts, reachable from the loopback-only units (added to their localhost)." \
+    "[Service]" "IPAddressAllow=${BUS_HOSTS//,/ }" > "$BUS_DROPIN"
+  chmod 0644 "$BUS_DROPIN"
+  say "units may reach the bus hosts ${BUS_HOSTS//,/ }"
+fi
 
 # 6. Redis with the shipped configuration
 if [ "$REDIS" = 1 ]; then

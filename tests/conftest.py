@@ -75,6 +75,11 @@ class OnBus:
         self.settings = settings
         self.service: Any = build_service(name, settings, client)
         self.runner = build_runner(name, settings, client, self.service)
+        if self.runner.lease is not None:
+            # The active instance, as its unit's runner becomes at start; an earlier OnBus
+            # of the same service in this test counts as a process that is gone.
+            client.delete(self.runner.lease.key)
+            self.runner._renew_lease()
         self.runner._restore()
 
     def deliver(self, *events: Any, out: Any = None) -> Any:

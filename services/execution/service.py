@@ -127,6 +127,7 @@ class Execution(ServiceBase):
         self.clock = ports.clock
         self.history = ports.history
         self.alarm = ports.alarm
+        self.standing = ports.standing  # the live venue asks it before each request it signs
         self.max_age_ms = settings.approval_max_age_seconds * 1000
         self.retention_ms = max(2 * self.max_age_ms, MIN_ORDER_RETENTION_MS)
         self.event_clock = ports.clock.event
@@ -366,7 +367,7 @@ class Execution(ServiceBase):
         # failed commit raises out of the runner's loop, a failed batch restores): the
         # record can be written now even where the runner has no after-commit hook.
         self.after_commit()
-        reports, trades, changed = self.venue.poll(int(now * 1000))
+        reports, trades, changed = self.venue.poll(int(now * 1000), self.standing)
         if reports or trades or changed:
             self._publish(out, None, reports, trades, changed)
             self._state_dirty = True

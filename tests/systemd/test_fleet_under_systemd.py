@@ -131,7 +131,11 @@ def test_install_is_one_command_and_idempotent(machine: Machine) -> None:
     _append(machine, f"{env}/execution.env", {k: SECRETS[k] for k in
                                               ("QT_BINANCE_API_KEY", "QT_BINANCE_API_SECRET")})
     before = machine.sh("stat -c '%n %a %U' /etc/quantum/*.env; sha256sum /etc/quantum/*.env")
-    machine.run(["bash", "/srv/quantum-src/scripts/install.sh", "--wheels", "/srv/wheels"])
+    # Two hosts: the loopback-only units may reach the replicated bus's hosts as well.
+    machine.run(["bash", "/srv/quantum-src/scripts/install.sh", "--wheels", "/srv/wheels",
+                 "--bus-hosts", "192.0.2.11,192.0.2.12"])
+    allowed = machine.show("quantum-execution.service", "IPAddressAllow")["IPAddressAllow"]
+    assert "192.0.2.11" in allowed and "192.0.2.12" in allowed, allowed
     after = machine.sh("stat -c '%n %a %U' /etc/quantum/*.env; sha256sum /etc/quantum/*.env")
     assert before == after, "a second install changed the operator's env files"
     assert all(" 600 root" in line for line in before.splitlines() if " root" in line)

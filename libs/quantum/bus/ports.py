@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from quantum.bus.envelope import Envelope
@@ -99,6 +99,24 @@ def wall_clock() -> Clock:
     return Clock(event=False)
 
 
+class Standing:
+    """Whether this instance may act outside the bus right now (send an order, place a
+    stop): ``standing()``. True unless the bus runner binds it to its service's lease
+    (:meth:`bind`), where it is true only while the lease is held and was renewed within its
+    TTL; the in-process engine runs one instance of each service, so there it stays true.
+    A venue asks before each request it signs, so an instance that lost its lease during a
+    long idle hook stops sending at the next order, not at the next turn."""
+
+    def __init__(self) -> None:
+        self._check: Callable[[], bool] = lambda: True
+
+    def bind(self, check: Callable[[], bool]) -> None:
+        self._check = check
+
+    def __call__(self) -> bool:
+        return self._check()
+
+
 @dataclass
 class Ports:
     """Everything a service is handed."""
@@ -107,3 +125,4 @@ class Ports:
     clock: Clock
     history: History
     alarm: Callable[[str, str], None]  # (service, detail): declare the fleet's state lost
+    standing: Standing = field(default_factory=Standing)  # may it act outside the bus now

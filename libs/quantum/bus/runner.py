@@ -550,6 +550,10 @@ class Runner:
         self.takeovers = 0  # leases taken over from another consumer (tests, metrics)
         if self.lease is not None:
             self.beacon.demoted()  # a standby until the lease says otherwise
+            standing = getattr(service, "standing", None)
+            if standing is not None:  # the service's Standing port follows the lease
+                lease = self.lease
+                standing.bind(lambda: self._leading and lease.held())
         # Exported from the start (at 0), so an alert on their increase sees the first one.
         metrics.REPLICA_UNCONFIRMED.labels(self._name)
         metrics.LEASE_TAKEOVERS.labels(self._name)

@@ -13,6 +13,7 @@ the acks, so a ``kill -9`` at any point loses nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from quantum.contracts.events import (
@@ -68,8 +69,11 @@ class Venue(Protocol):
     def on_reconcile(self, event: ReconcileEvent) -> tuple[Reports, Trades]:
         """A difference reconcile found between the exchange and this venue's book."""
 
-    def poll(self, now_ms: int) -> tuple[Reports, Trades, bool]:
-        """Between events: talk to the exchange, return what happened."""
+    def poll(self, now_ms: int, may_send: Callable[[], bool] = lambda: True
+             ) -> tuple[Reports, Trades, bool]:
+        """Between events: talk to the exchange, return what happened. ``may_send`` is asked
+        before each order or cancel request (the instance's lease, ``Ports.standing``);
+        false: nothing more is sent this turn (queries and the user stream go on)."""
 
     def portfolio(self) -> PortfolioState:
         """Balance, equity, exposure and positions now."""

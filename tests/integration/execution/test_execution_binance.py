@@ -105,6 +105,25 @@ def book_reports(r: redis.Redis) -> list[dict[str, Any]]:
     return [x for x in payloads(r, "quantum:stream:execution.result") if x["kind"] == "book"]
 
 
+def test_an_instance_whose_lease_lapsed_mid_turn_sends_nothing(
+        venue: FuturesVenue, r: redis.Redis, redis_url: str) -> None:
+    """The venue asks the service's standing (its lease) before each request it signs: an
+    idle hook that outlived the lease sends nothing more; the intent waits as new."""
+    runner = make_runner(venue, r, redis_url, protective_orders=False)
+    runner.start()
+    assert runner.active and runner.service.standing()
+    send(r, order())
+    turn_until(runner, lambda: bool(runner.service.venue.intents))  # recorded, not sent yet
+    assert runner.lease is not None
+    runner.lease._valid_until = 0.0  # as after a stall longer than the lease's TTL
+    assert not runner.service.standing()
+    runner.service.on_idle(Outbox(runner.sub.produces), time.time())
+    assert venue.snapshot()["order_log"] == []
+    assert [i.status for i in runner.service.venue.intents.values()] == ["new"]
+    turn_until(runner, lambda: any(x["kind"] == "fill" for x in reports(r)))  # renewed
+    assert [o["clientOrderId"] for o in venue.snapshot()["order_log"]] == ["qt-plan0001"]
+
+
 def test_an_entry_is_recorded_sent_once_filled_and_protected(
         venue: FuturesVenue, r: redis.Redis, redis_url: str) -> None:
     runner = make_runner(venue, r, redis_url)

@@ -62,6 +62,7 @@ never left unprotected.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -169,6 +170,7 @@ class LiveExchange:
     _last_balance: float = -1e18
     rebuild_pending: bool = False  # state was lost: rebuild from the exchange before sending
     rebuilt: BookSummary | None = None  # the last rebuild, until execution has reported it
+    _may_send: Callable[[], bool] = field(default=lambda: True, repr=False)  # this poll's
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -204,6 +206,9 @@ class LiveExchange:
         self.protections = {k: Protection(**v) for k, v in data.get("protections", {}).items()}
         self.listen_key = str(data.get("listen_key", ""))
         self.rebuild_pending = bool(data.get("rebuild_pending", False))
+
+    def _not_standing(self) -> None:
+        log.warning("not sending: this instance's lease lapsed during the idle hook")
 
     def restored(self, snapshot: dict[str, Any] | None) -> LiveExchange:
         """This venue with its book reloaded from a committed snapshot: the adapter, its
@@ -378,9 +383,11 @@ class LiveExchange:
 
     # --- exchange I/O (the idle hook) -----------------------------------------------------
 
-    def poll(self, now_ms: int) -> tuple[list[ExecutionReport], list[TradeClosed], bool]:
+    def poll(self, now_ms: int, may_send: Callable[[], bool] = lambda: True
+             ) -> tuple[list[ExecutionReport], list[TradeClosed], bool]:
         reports: list[ExecutionReport] = []
         trades: list[TradeClosed] = []
+        self._may_send = may_send
         try:
             self._start(now_ms)
             if self.rebuild_pending:
@@ -482,7 +489,12 @@ class LiveExchange:
 
     def _send_new(self, intent: Intent, now_ms: int, reports: list[ExecutionReport],
                   trades: list[TradeClosed]) -> None:
-        """Send an intent once; an answer that leaves its outcome unknown makes it uncertain."""
+        """Send an intent once; an answer that leaves its outcome unknown makes it uncertain.
+        Not while this instance may not send (its lease lapsed): the intent stays new, and
+        whoever holds the lease next queries it before anything is sent."""
+        if not self._may_send():
+            self._not_standing()
+            return
         intent.attempts += 1
         try:
             state = self._send(intent)
@@ -781,6 +793,9 @@ class LiveExchange:
 
     def _protect(self, now_ms: int) -> None:
         if not self.config.protective_orders:
+            return
+        if not self._may_send():
+            self._not_standing()
             return
         for symbol, protection in list(self.protections.items()):
             position = self.positions.get(symbol)

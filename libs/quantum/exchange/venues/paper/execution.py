@@ -38,6 +38,7 @@ orders cannot push out an id that is still inside its freshness window.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -561,7 +562,8 @@ class PaperExchange:
         """The paper book is its own exchange: there is nothing to reconcile against."""
         return [], []
 
-    def poll(self, now_ms: int) -> tuple[list[ExecutionReport], list[TradeClosed], bool]:
+    def poll(self, now_ms: int, may_send: Callable[[], bool] = lambda: True
+             ) -> tuple[list[ExecutionReport], list[TradeClosed], bool]:
         """Paper fills happen on ticks, in event time; nothing arrives between events."""
         return [], [], False
 
