@@ -78,10 +78,11 @@ class Bench:
         self.runners: list[Runner] = []
         self.threads: list[threading.Thread] = []
 
-    def start_execution(self, instance: str = "0") -> Runner:
+    def start_execution(self, instance: str = "0", heartbeat_ttl_s: int = 15) -> Runner:
         settings = Settings(redis_url=self.url, book_record_dir=str(self.work / "book"),
                             block_ms=20, metrics_port=0, instance=instance,
-                            claim_idle_ms=300, claim_interval_s=0.1)
+                            claim_idle_ms=300, claim_interval_s=0.1,
+                            heartbeat_ttl_s=heartbeat_ttl_s)
         client = redis.Redis.from_url(self.url, socket_timeout=10)
         runner = build_runner("execution", settings, client,
                               build_service("execution", settings, client))
@@ -268,15 +269,18 @@ def poison(work: Path, quick: bool) -> Outcome:
 
 
 def two_instances(work: Path, quick: bool) -> Outcome:
-    """Instance 0 reads an order and stalls past claim_idle_ms; instance 1 reclaims it."""
-    out = Outcome("two instances, one paused past claim_idle_ms")
+    """Instance 0 (active: it holds the lease) reads an order and stalls past its lease's
+    TTL; instance 1 takes the lease over, claims the order and fills it; instance 0's
+    commit is then refused."""
+    out = Outcome("two instances, the active one paused past its lease")
+    ttl_s = 3
     bench = Bench(work, persist=False)
     try:
         stalled = redis.Redis.from_url(bench.url)
         from quantum.app import build_runner as _build
 
         settings = Settings(redis_url=bench.url, book_record_dir=str(work / "book0"),
-                            block_ms=20, metrics_port=0, instance="0")
+                            block_ms=20, metrics_port=0, instance="0", heartbeat_ttl_s=ttl_s)
         first = _build("execution", settings, stalled,
                        build_service("execution", settings, stalled))
         first.start()
@@ -286,7 +290,7 @@ def two_instances(work: Path, quick: bool) -> Outcome:
         batch = [Delivered(s.decode(), e.decode(), f) for s, entries in response
                  for e, f in entries]
         started = time.monotonic()
-        bench.start_execution("1")  # reclaims after claim_idle_ms and fills
+        bench.start_execution("1", ttl_s)  # takes the lease over, claims and fills
         out.seconds_to_recover = _recovered(bench, started, plans)
         first.process(batch)  # the paused instance wakes and tries to commit the same order
         time.sleep(0.3)

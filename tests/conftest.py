@@ -61,6 +61,14 @@ def sample_dir() -> Path:
     return SAMPLE
 
 
+@pytest.fixture
+def only_this_services_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a module that loads one service's settings with ``load(cls)`` and no ``known``,
+    which refuses every other service's key: drops the suite's QT_MIN_CONFIDENCE (above),
+    the ai-engine's. Used as ``pytestmark = pytest.mark.usefixtures(...)``."""
+    monkeypatch.delenv("QT_MIN_CONFIDENCE", raising=False)
+
+
 class OnBus:
     """One named service of the registry on the test Redis, built by its own factory on its
     Redis ports, with the runner its unit would run. ``deliver`` hands it events as the

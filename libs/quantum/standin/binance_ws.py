@@ -33,7 +33,6 @@ price. The live source reads none of them.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import collections
 import socket
@@ -43,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -55,7 +54,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from quantum.replay.data import INTERVAL_MS, SymbolData, load_symbol, mark_at
-from quantum.standin._loop import call_in_loop
+from quantum.standin._loop import LoopThread
 
 log = structlog.get_logger(component="binance-standin")
 
@@ -63,8 +62,6 @@ CATEGORY_SEGMENTS = ("market", "public", "private")
 KLINES_MAX_LIMIT = 1500
 KLINES_DEFAULT_LIMIT = 500
 MARK_PRICE_ALIASES = ("@markPrice@1s", "@markPrice")
-
-T = TypeVar("T")
 
 
 def decimal_text(value: float) -> str:
@@ -480,7 +477,7 @@ def _loopback_socket(host: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
-class BinanceStandIn:
+class BinanceStandIn(LoopThread):
     """Binance futures market streams and REST market data on 127.0.0.1, in a thread.
 
     Use as a context manager; point python-binance's futures stream URL at :attr:`ws_url`
@@ -500,51 +497,15 @@ class BinanceStandIn:
     ) -> None:
         self.tape = MarketTape(data_dir, symbols, interval, start_ms=start_ms)
         self.hub = StreamHub(self.tape)
-        self.timeout = timeout
+        super().__init__(timeout=timeout, thread_name="binance-standin", what="stand-in")
         self.rest_requests: collections.Counter[str] = collections.Counter()
         self._rest_extensions: tuple[RestExtension, ...] = (market_routes, *rest_extensions)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._ws_server: Server | None = None
         self._rest_runner: web.AppRunner | None = None
         self.ws_url = ""
         self.rest_url = ""
 
-    # --- lifecycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> BinanceStandIn:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._run_loop, args=(self._loop,), name="binance-standin", daemon=True
-        )
-        self._thread.start()
-        try:
-            self._call(self._start)
-        except BaseException:
-            self._halt_loop()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        try:
-            self._call(self._stop)
-        finally:
-            self._halt_loop()
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    def _halt_loop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(self.timeout)
-        self._loop = None
-        self._thread = None
+    # --- lifecycle (the thread and its loop: LoopThread) ----------------------------------
 
     async def _start(self) -> None:
         self._ws_server = await serve(
@@ -577,9 +538,6 @@ class BinanceStandIn:
     ) -> web.StreamResponse:
         self.rest_requests[request.path] += 1
         return await handler(request)
-
-    def _call(self, make: Callable[[], Awaitable[T]]) -> T:
-        return call_in_loop(self._loop, make, self.timeout, "stand-in")
 
     # --- control --------------------------------------------------------------------------
 

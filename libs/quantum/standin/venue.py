@@ -10,15 +10,14 @@ The market moves only when told to (:meth:`VenueStandIn.advance`).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
@@ -29,10 +28,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from quantum.replay.data import INTERVAL_MS, load_symbol
-from quantum.standin._loop import call_in_loop
+from quantum.standin._loop import LoopThread
 
 log = structlog.get_logger(component="venue-standin")
-T = TypeVar("T")
 
 
 def decimal_text(value: float) -> str:
@@ -54,7 +52,7 @@ class Bars:
         self.index = 0
 
 
-class VenueStandIn(ABC):
+class VenueStandIn(LoopThread):
     """A venue's WebSocket and REST market data, run as a context manager."""
 
     name = "venue"
@@ -66,15 +64,14 @@ class VenueStandIn(ABC):
         self.interval = interval
         self.interval_ms = INTERVAL_MS[interval]
         self.bars = {s: Bars(data_dir, s, interval, factor, start_ms) for s in symbols}
-        self.timeout = timeout
+        super().__init__(timeout=timeout, thread_name=f"{self.name}-standin",
+                         what=f"{self.name} stand-in")
         self.online = True
         self.rest_online = True  # False: REST refuses (503) while the WebSocket goes on
         self.clients: dict[ServerConnection, set[str]] = {}  # connection → subscribed topics
         self.accepted = 0
         self.rest_requests: dict[str, int] = {}
         self.accepted_changed = threading.Condition()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._ws_server: Server | None = None
         self._rest_runner: web.AppRunner | None = None
         self.ws_url = ""
@@ -94,40 +91,7 @@ class VenueStandIn(ABC):
     def close_bar(self, bars: Bars) -> list[tuple[str, dict[str, Any]]]:
         """Close ``bars``' forming bar: the (topic, message) pushes it causes."""
 
-    # --- lifecycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> VenueStandIn:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, args=(self._loop,),
-                                        name=f"{self.name}-standin", daemon=True)
-        self._thread.start()
-        try:
-            self._call(self._start)
-        except BaseException:
-            self._halt_loop()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        try:
-            self._call(self._stop)
-        finally:
-            self._halt_loop()
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    def _halt_loop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(self.timeout)
-        self._loop = None
-        self._thread = None
+    # --- lifecycle (the thread and its loop: LoopThread) ----------------------------------
 
     async def _start(self) -> None:
         self._ws_server = await serve(self._serve, "127.0.0.1", 0,
@@ -152,9 +116,6 @@ class VenueStandIn(ABC):
             await self._ws_server.wait_closed()
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
-
-    def _call(self, make: Callable[[], Awaitable[T]]) -> T:
-        return call_in_loop(self._loop, make, self.timeout, f"{self.name} stand-in")
 
     # --- servers --------------------------------------------------------------------------
 

@@ -113,6 +113,21 @@ class Node:
             self.proc.wait(10)
 
 
+def sentinel_config(master_name: str, address: str, port: int) -> str:
+    """The shipped ``deploy/redis/sentinel.conf`` watching ``address:port`` as
+    ``master_name``, with shorter timings (a test's); its bind left to the command line."""
+    shipped = (DEPLOY / "sentinel.conf").read_text()
+    for old, new in ((f"monitor {MASTER} 192.0.2.11 6379 2",
+                      f"monitor {MASTER} {address} {port} 2"),
+                     (f"down-after-milliseconds {MASTER} 5000",
+                      f"down-after-milliseconds {MASTER} 1000"),
+                     (f"failover-timeout {MASTER} 60000", f"failover-timeout {MASTER} 10000"),
+                     ("bind 127.0.0.1 192.0.2.11", "bind 127.0.0.1")):
+        assert old in shipped, f"deploy/redis/sentinel.conf no longer says {old!r}"
+        shipped = shipped.replace(old, new)
+    return shipped.replace(f" {MASTER} ", f" {master_name} ")
+
+
 class Cluster:
     """A master, a replica and three Sentinels watching them (quorum 2), from the shipped
     files in ``deploy/redis/`` with loopback addresses, free ports and shorter timings."""
@@ -138,16 +153,7 @@ class Cluster:
     def _start(self, workdir: Path) -> None:
         self.master.start()
         self.replica.start(["--replicaof", "127.0.0.1", str(self.master.port)])
-        shipped = (DEPLOY / "sentinel.conf").read_text()
-        for old, new in ((f"monitor {MASTER} 192.0.2.11 6379 2",
-                          f"monitor {MASTER} 127.0.0.1 {self.master.port} 2"),
-                         (f"down-after-milliseconds {MASTER} 5000",
-                          f"down-after-milliseconds {MASTER} 1000"),
-                         (f"failover-timeout {MASTER} 60000", f"failover-timeout {MASTER} 10000"),
-                         ("bind 127.0.0.1 192.0.2.11", "bind 127.0.0.1")):
-            assert old in shipped, f"deploy/redis/sentinel.conf no longer says {old!r}"
-            shipped = shipped.replace(old, new)
-        shipped = shipped.replace(f" {MASTER} ", f" {self.master_name} ")
+        shipped = sentinel_config(self.master_name, "127.0.0.1", self.master.port)
         for i in range(3):
             node = Node(f"sentinel-{i}", workdir, [])
             config = node.workdir / "sentinel.conf"  # Sentinel rewrites its file: its own
@@ -346,6 +352,19 @@ def settled(kinds: Counter[str] | None) -> bool:
     return kinds is not None and (kinds["fill"] > 0 or kinds["reject"] > 0)
 
 
+def settle_all(client: redis.Redis, orders: list[OrderRequest], first_after: OrderRequest,
+               seconds: float) -> float:
+    """Wait until ``first_after`` (the first order after a fault) settled, then every order;
+    returns when the first did (monotonic)."""
+    until("the first order after the fault settled",
+          lambda: settled(outcomes(client).get(first_after.client_order_id)), seconds, 0.05)
+    recovered = time.monotonic()
+    until("every order settled",
+          lambda: all(settled(outcomes(client).get(o.client_order_id)) for o in orders),
+          seconds * 2, every=0.1)
+    return recovered
+
+
 def test_orders_through_a_master_kill_are_accounted_for_exactly_once(
         cluster: Cluster, venue: FuturesVenue) -> None:
     setup = connection.connect(cluster.url)
@@ -368,13 +387,7 @@ def test_orders_through_a_master_kill_are_accounted_for_exactly_once(
                 promoted = time.monotonic()
                 cluster.master.start()  # systemd restarts it; Sentinel makes it a replica
             time.sleep(0.05)
-        first_after = orders[8].client_order_id
-        until("the first order after the kill settled",
-              lambda: settled(outcomes(setup).get(first_after)), 40, every=0.1)
-        recovered = time.monotonic()
-        until("every order settled",
-              lambda: all(settled(outcomes(setup).get(o.client_order_id)) for o in orders),
-              40, every=0.1)
+        recovered = settle_all(setup, orders, orders[8], 40)
     finally:
         running.stop()
     seen = outcomes(setup)

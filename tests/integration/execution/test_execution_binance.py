@@ -34,12 +34,7 @@ from quantum.replay.report import payloads
 from quantum.standin.binance_rest import FuturesVenue
 from services.execution.config import Settings
 
-
-@pytest.fixture(autouse=True)
-def _only_this_services_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``load(cls)`` without ``known`` refuses every other service's key; the suite's
-    QT_MIN_CONFIDENCE (tests/conftest.py) is the ai-engine's."""
-    monkeypatch.delenv("QT_MIN_CONFIDENCE", raising=False)
+pytestmark = pytest.mark.usefixtures("only_this_services_keys")
 
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -14,12 +14,7 @@ from quantum.bus import connection
 from quantum.bus.runner import bus_unavailable
 from quantum.config import ConfigError, FleetSettings, load
 
-
-@pytest.fixture(autouse=True)
-def _only_this_services_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``load(cls)`` without ``known`` refuses every other service's key; the suite's
-    QT_MIN_CONFIDENCE (tests/conftest.py) is the ai-engine's."""
-    monkeypatch.delenv("QT_MIN_CONFIDENCE", raising=False)
+pytestmark = pytest.mark.usefixtures("only_this_services_keys")
 
 
 ROOT = Path(__file__).resolve().parents[3]

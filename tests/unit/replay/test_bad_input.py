@@ -15,12 +15,7 @@ from quantum.replay.data import DataError, load_symbol
 from quantum.replay.orchestrator import ReplayError, ReplayRequest, validate
 from services.risk_governor.config import Settings as GovernorSettings
 
-
-@pytest.fixture(autouse=True)
-def _only_this_services_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``load(cls)`` without ``known`` refuses every other service's key; the suite's
-    QT_MIN_CONFIDENCE (tests/conftest.py) is the ai-engine's."""
-    monkeypatch.delenv("QT_MIN_CONFIDENCE", raising=False)
+pytestmark = pytest.mark.usefixtures("only_this_services_keys")
 
 
 def request(data_dir: Path, *symbols: str) -> ReplayRequest:

@@ -39,7 +39,8 @@ from tests.integration.bus.test_sentinel_failover import (
     MASTER,
     entry,
     outcomes,
-    settled,
+    sentinel_config,
+    settle_all,
     until,
 )
 
@@ -299,13 +300,7 @@ def test_losing_the_active_host_hands_execution_to_the_standby_without_a_duplica
                 taken_at = time.monotonic()
             else:
                 time.sleep(0.1)
-        first_after = orders[12].client_order_id
-        until("the first order after the loss settled",
-              lambda: settled(outcomes(client).get(first_after)), 60, every=0.05)
-        recovered_at = time.monotonic()
-        until("every order settled",
-              lambda: all(settled(outcomes(client).get(o.client_order_id)) for o in orders),
-              90, every=0.1)
+        recovered_at = settle_all(client, orders, orders[12], 60)
     except AssertionError as e:
         raise AssertionError(f"{e}\n--- host A ---\n{a.log('execution.log')}\n"
                              f"--- host B ---\n{b.log('execution.log')}") from None
@@ -360,19 +355,6 @@ class NsNode:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-
-
-def sentinel_config(master_name: str, address: str, port: int) -> str:
-    shipped = (DEPLOY / "sentinel.conf").read_text()
-    for old, new in ((f"monitor {MASTER} 192.0.2.11 6379 2",
-                      f"monitor {MASTER} {address} {port} 2"),
-                     (f"down-after-milliseconds {MASTER} 5000",
-                      f"down-after-milliseconds {MASTER} 1000"),
-                     (f"failover-timeout {MASTER} 60000", f"failover-timeout {MASTER} 10000"),
-                     ("bind 127.0.0.1 192.0.2.11", "")):
-        assert old in shipped, f"deploy/redis/sentinel.conf no longer says {old!r}"
-        shipped = shipped.replace(old, new)
-    return shipped.replace(f" {MASTER} ", f" {master_name} ")
 
 
 def on_host(host: Host, code: str, *args: str) -> str:
