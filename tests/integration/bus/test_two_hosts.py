@@ -58,7 +58,9 @@ from quantum.standin.binance_rest import FuturesVenue
 ROOT = Path(__file__).resolve().parents[3]
 TTL_S = 3  # QT_HEARTBEAT_TTL_S of the services here: the lease's lifetime
 CLAIM_INTERVAL_S = 0.5
-VENUE_IP = "10.213.9.1"  # the stand-in exchange, on the root namespace's loopback
+# Addresses of this test process's own (two runs of the suite on one machine do not meet).
+NET = f"10.{200 + os.getpid() % 50}"
+VENUE_IP = f"{NET}.9.1"  # the stand-in exchange, on the root namespace's loopback
 _TAG = f"{os.getpid() % 100_000}"
 
 
@@ -93,8 +95,8 @@ class Host:
         self.name = name
         self.ns = f"qt{_TAG}{name}"
         self.root_if, self.inner_if = f"qr{_TAG}{name}", f"qh{_TAG}{name}"
-        self.subnet = f"10.213.{index}.0/30"
-        self.root_ip, self.ip = f"10.213.{index}.1", f"10.213.{index}.2"
+        self.subnet = f"{NET}.{index}.0/30"
+        self.root_ip, self.ip = f"{NET}.{index}.1", f"{NET}.{index}.2"
         self.work = work / f"host-{name}"
         self.work.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -256,8 +258,8 @@ def bus(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = localredis.free_port()
     work = tmp_path / "redis"
     work.mkdir()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "10.213.1.1",
-                             "10.213.2.1", "--protected-mode", "no", "--dir", str(work),
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", f"{NET}.1.1",
+                             f"{NET}.2.1", "--protected-mode", "no", "--dir", str(work),
                              "--save", "", "--appendonly", "no",
                              "--logfile", str(work / "redis.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
