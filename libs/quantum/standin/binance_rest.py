@@ -45,7 +45,6 @@ import hashlib
 import hmac
 import itertools
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from quantum.exchange.venues.binance.filters import SymbolFilters, text
-from quantum.standin._loop import call_in_loop
+from quantum.standin._loop import LoopThread
 from quantum.standin.binance_ws import _loopback_socket, binance_error
 
 log = structlog.get_logger(component="binance-trading-standin")
@@ -228,7 +227,7 @@ class Account:
         return realised
 
 
-class FuturesVenue:
+class FuturesVenue(LoopThread):
     """The trading stand-in on ``host`` (loopback by default), in a background thread with
     its own loop.
 
@@ -247,12 +246,10 @@ class FuturesVenue:
             rules={e["symbol"]: SymbolFilters.from_exchange_info(e) for e in info}, info=info,
             prices={s: Decimal(str(p)) for s, p in (prices or {}).items()},
         )
-        self.timeout = timeout
+        super().__init__(timeout=timeout, thread_name="binance-venue", what="venue")
         self.host = host
         self.rest_url = ""
         self.ws_url = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._ws_server: Server | None = None
         self._streams: set[ServerConnection] = set()
@@ -260,29 +257,6 @@ class FuturesVenue:
         self._release: asyncio.Event | None = None  # ends stalled answers early
 
     # --- lifecycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> FuturesVenue:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="binance-venue", daemon=True)
-        self._thread.start()
-        self._call(self._start)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        try:
-            self._call(self._stop)
-        finally:
-            if self._loop is not None and self._thread is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(self.timeout)
-
-    def _run_loop(self) -> None:
-        assert self._loop is not None
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.close()
 
     async def _start(self) -> None:
         app = web.Application(middlewares=[self._gate])
@@ -304,8 +278,6 @@ class FuturesVenue:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def _call(self, make: Callable[[], Awaitable[T]]) -> T:
-        return call_in_loop(self._loop, make, self.timeout, "venue")
 
     def _do(self, action: Callable[[Account], T]) -> T:
         async def run() -> T:
