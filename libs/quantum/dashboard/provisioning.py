@@ -87,6 +87,10 @@ DASHBOARDS: dict[str, tuple[str, tuple[Panel, ...]]] = {
     "quantum-fleet": ("Quantum Trader — fleet and bus", (
         Panel("Services with a heartbeat", (("{{service}}", "quantum_service_heartbeat_up"),),
               kind="stat", width=24),
+        Panel("Active instance per service (its lease; by scrape target)",
+              (("{{service}} on {{instance}}", "quantum_service_active"),
+               ("takeovers in the last hour: {{service}}", "sum by (service) "
+                "(increase(quantum_lease_takeovers_total[1h]))"))),
         Panel("Consumer group lag", (("{{stream}}/{{group}}", "quantum_stream_group_lag"),)),
         Panel("Pending (delivered, not acked)",
               (("{{stream}}/{{group}}", "quantum_stream_group_pending"),)),
