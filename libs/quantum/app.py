@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -189,9 +190,9 @@ class PublisherLease:
     outside the runner (a live market feed). :meth:`acquire` waits as the standby until this
     instance holds the lease; :meth:`keep`, called from the feed's liveness callback, renews
     it once a second. Losing it (another instance took over while this one was cut off)
-    sets ``stop`` and :attr:`lost`: the caller exits with :data:`EXIT_LEASE_LOST` and
-    systemd restarts it, as the standby. A bus outage is not a loss: the next renewal that
-    reaches Redis decides."""
+    sets ``stop`` and :attr:`lost`; :meth:`hold` then exits with :data:`EXIT_LEASE_LOST` and
+    systemd restarts the process, as the standby. A bus outage is not a loss: the next
+    renewal that reaches Redis decides."""
 
     def __init__(self, started: Started[Any], name: str, beacon: Beacon) -> None:
         self.name, self.beacon, self.stop, self.log = name, beacon, started.stop, started.log
@@ -202,20 +203,34 @@ class PublisherLease:
         self._checked = 0.0
         metrics.LEASE_TAKEOVERS.labels(name)  # exported at 0 from the start
 
+    def hold(self, body: Callable[[], None]) -> None:
+        """Wait for the lease, run ``body`` (the feed) while holding it, give it up; a lease
+        lost meanwhile ends the process with :data:`EXIT_LEASE_LOST`."""
+        if self.acquire():
+            try:
+                body()
+            finally:
+                self.release()
+        self.beacon.notifier.stopping()
+        if self.lost:
+            sys.exit(EXIT_LEASE_LOST)
+
     def acquire(self) -> bool:
         """Wait (beating as a standby) until the lease is held; False if stopped first."""
         self.beacon.demoted()
         said = False
         while not self.stop.is_set():
             try:
+                previous = self.lease.holder
                 held, _ = self.lease.renew()
                 if held:
                     self._checked = time.monotonic()
                     self.beacon.promoted()
                     metrics.SERVICE_ACTIVE.labels(self.name).set(1)
-                    if said:
+                    if previous is not None and previous.consumer != self.lease.consumer:
                         metrics.LEASE_TAKEOVERS.labels(self.name).inc()
-                    self.log.warning("lease_acquired", lease=self.lease.key)
+                    self.log.warning("lease_acquired", lease=self.lease.key,
+                                     previous=previous.consumer if previous else None)
                     return True
                 self.beacon.beat()
                 if not said:

@@ -7,12 +7,11 @@ its own task; one that fails reconnects with back-off while the others keep publ
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from quantum.app import EXIT_LEASE_LOST, PublisherLease, start, wait_for_redis
+from quantum.app import PublisherLease, start, wait_for_redis
 from quantum.bus.runner import bus_unavailable
 from quantum.config import ConfigError
 from quantum.crossexchange.bybit import BybitFeed
@@ -87,16 +86,8 @@ def main() -> None:
                 raise
         lease.keep()
 
-    if not lease.acquire():  # the standby waits here until the active one's lease lapses
-        beacon.notifier.stopping()
-        return
-    try:
-        _serve(settings, client, stop, alive, log)
-    finally:
-        lease.release()
-    beacon.notifier.stopping()
-    if lease.lost:
-        sys.exit(EXIT_LEASE_LOST)
+    # The standby waits in hold() until the active one's lease lapses.
+    lease.hold(lambda: _serve(settings, client, stop, alive, log))
 
 
 def _serve(settings: Settings, client: Any, stop: threading.Event,

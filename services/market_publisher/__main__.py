@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from quantum.app import COMMIT_CHANNEL, EXIT_LEASE_LOST, PublisherLease, start, wait_for_redis
+from quantum.app import COMMIT_CHANNEL, PublisherLease, start, wait_for_redis
 from quantum.bus.runner import bus_unavailable, publish
 from quantum.config import ConfigError
 from quantum.observability.heartbeat import Beacon
@@ -158,8 +157,7 @@ def main() -> None:
     symbols = _symbols(settings)
     beacon = Beacon(client, NAME, f"{NAME}-{settings.consumer_instance}",
                     settings.heartbeat_ttl_s)
-    live = settings.source != "replay"
-    lease = PublisherLease(started, NAME, beacon) if live else None
+    lease = PublisherLease(started, NAME, beacon) if settings.source != "replay" else None
     if lease is None:
         beacon.beat(force=True)
     beacon.notifier.ready()
@@ -220,15 +218,9 @@ def main() -> None:
             klines=stats.klines,
             barrier_seconds=round(stats.barrier_seconds, 3),
         )
-    elif lease is not None and lease.acquire():
-        # Only the instance holding the lease streams; the standby waits in acquire().
-        try:
-            _run_live(settings, client, symbols, stop, beacon, log, alive)
-        finally:
-            lease.release()
-    beacon.notifier.stopping()
-    if lease is not None and lease.lost:
-        sys.exit(EXIT_LEASE_LOST)
+        beacon.notifier.stopping()
+    elif lease is not None:  # only the instance holding the lease streams
+        lease.hold(lambda: _run_live(settings, client, symbols, stop, beacon, log, alive))
 
 
 if __name__ == "__main__":

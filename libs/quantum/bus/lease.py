@@ -142,12 +142,6 @@ class Lease:
             return None
         return h.raw if _process_gone(h.pid) else None
 
-    def peek(self) -> Holder | None:
-        """Who holds the lease now (one GET)."""
-        raw = self.client.get(self.key)
-        self.holder = None if raw is None else Holder.parse(raw)
-        return self.holder
-
     def release(self) -> None:
         """Give the lease up (a clean stop): the standby takes over at its next renewal
         instead of after a TTL. Best effort: an unreachable bus lets it expire instead."""

@@ -621,18 +621,26 @@ class Runner:
         if not held:
             holder = self.lease.holder
             if self._leading:
-                self.log.error("lease_lost", lease=self.lease.key,
-                               holder=None if holder is None else holder.consumer)
-            elif before is None or holder is None or before.raw != holder.raw:
-                self.log.info("standby", lease=self.lease.key,
-                              active=None if holder is None else holder.consumer,
-                              active_host=None if holder is None else holder.host)
-            metrics.SERVICE_ACTIVE.labels(self._name).set(0)
-            self._leading = False
-            self._claim_due = False
-            self.beacon.demoted()
-            self.notifier.status("standby")
+                self._demote(holder=None if holder is None else holder.consumer)
+            else:
+                if before is None or holder is None or before.raw != holder.raw:
+                    self.log.info("standby", lease=self.lease.key,
+                                  active=None if holder is None else holder.consumer,
+                                  active_host=None if holder is None else holder.host)
+                self._demote()
         return False
+
+    def _demote(self, **detail: Any) -> None:
+        """Stand by: no reads, no timers, no commits. With ``detail`` (the holder, or the
+        commit script's refusal), the lease was held and is lost: logged as an error."""
+        if detail:
+            assert self.lease is not None
+            self.log.error("lease_lost", lease=self.lease.key, **detail)
+        self._leading = False
+        self._claim_due = False
+        metrics.SERVICE_ACTIVE.labels(self._name).set(0)
+        self.beacon.demoted()
+        self.notifier.status("standby")
 
     def _follow_lease(self) -> None:
         """Renew the lease once a second (or as soon as it lapsed locally); a new active
@@ -645,17 +653,6 @@ class Runner:
                 self.recover_own_pending()
         if self._leading:
             self._claim_pending()
-
-    def _lose_lease(self, why: str) -> None:
-        """The commit script said another instance holds the lease: stop working now."""
-        if self.lease is None or not self._leading:
-            return
-        self.log.error("lease_lost", lease=self.lease.key, detail=why)
-        self._leading = False
-        self._claim_due = False
-        metrics.SERVICE_ACTIVE.labels(self._name).set(0)
-        self.beacon.demoted()
-        self.notifier.status("standby")
 
     def _claim_pending(self) -> None:
         """After a takeover: every entry pending on another consumer of the group is the
@@ -850,8 +847,8 @@ class Runner:
         metrics.COMMIT_REFUSED.labels(self._name, error.reason).inc()
         self.log.warning("commit refused; state reloaded", reason=error.reason,
                          detail=error.detail)
-        if error.reason == "NOTLEADER":
-            self._lose_lease(error.detail)
+        if error.reason == "NOTLEADER" and self._leading:
+            self._demote(detail=error.detail)  # another instance holds the lease now
         self._restore()
 
     # --- handling -------------------------------------------------------------------------

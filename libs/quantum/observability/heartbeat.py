@@ -60,8 +60,9 @@ class Beacon:
         self._last = 0.0
 
     def command(self) -> tuple[str | bytes | int, ...]:
-        """The heartbeat refresh as one command (``SET … EX``), for a caller that needs a
-        write of its own on a given connection (the runner's replica probe)."""
+        """The heartbeat refresh as one command (``SET … EX``; a standby's ``HSET``), for a
+        caller that needs a write of its own on a given connection (the runner's replica
+        probe)."""
         self._beat["ts"] = time.time()
         if not self.active:
             return ("HSET", self.standby_key, self.consumer, orjson.dumps(self._beat))

@@ -96,6 +96,14 @@ from quantum.exchange.venues.binance.weights import RateLimited
 from quantum.exchange.venues.binance.ws import UserStream
 
 log = structlog.get_logger(component="live-venue")
+
+
+def _standing(may_send: Callable[[], bool]) -> bool:
+    """Whether a request may be signed now (``Ports.standing``: the instance's lease)."""
+    if may_send():
+        return True
+    log.warning("not sending: this instance's lease lapsed during the idle hook")
+    return False
 EPSILON = 1e-12
 OPEN_STATUSES = ("new", "uncertain", "open")
 QUERY_BACKOFF_S = (0.25, 30.0)  # first wait between queries of an uncertain order, and cap
@@ -170,7 +178,6 @@ class LiveExchange:
     _last_balance: float = -1e18
     rebuild_pending: bool = False  # state was lost: rebuild from the exchange before sending
     rebuilt: BookSummary | None = None  # the last rebuild, until execution has reported it
-    _may_send: Callable[[], bool] = field(default=lambda: True, repr=False)  # this poll's
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -206,9 +213,6 @@ class LiveExchange:
         self.protections = {k: Protection(**v) for k, v in data.get("protections", {}).items()}
         self.listen_key = str(data.get("listen_key", ""))
         self.rebuild_pending = bool(data.get("rebuild_pending", False))
-
-    def _not_standing(self) -> None:
-        log.warning("not sending: this instance's lease lapsed during the idle hook")
 
     def restored(self, snapshot: dict[str, Any] | None) -> LiveExchange:
         """This venue with its book reloaded from a committed snapshot: the adapter, its
@@ -387,7 +391,6 @@ class LiveExchange:
              ) -> tuple[list[ExecutionReport], list[TradeClosed], bool]:
         reports: list[ExecutionReport] = []
         trades: list[TradeClosed] = []
-        self._may_send = may_send
         try:
             self._start(now_ms)
             if self.rebuild_pending:
@@ -398,9 +401,9 @@ class LiveExchange:
                               error=str(e))
                     return reports, trades, False
             changed = self._drain_stream(now_ms, reports, trades)
-            self._send_intents(now_ms, reports, trades)
+            self._send_intents(now_ms, reports, trades, may_send)
             changed |= self._poll_open(now_ms, reports, trades)
-            self._protect(now_ms)
+            self._protect(now_ms, may_send)
             self._keepalive()
         except RateLimited as e:
             log.warning("rate limited; exchange calls paused", wait_s=round(e.retry_after, 1))
@@ -479,22 +482,19 @@ class LiveExchange:
         return False
 
     def _send_intents(self, now_ms: int, reports: list[ExecutionReport],
-                      trades: list[TradeClosed]) -> None:
+                      trades: list[TradeClosed], may_send: Callable[[], bool]) -> None:
+        """Query the uncertain intents, send the new ones. A new one waits (stays new) while
+        this instance may not send: whoever holds the lease next queries it first."""
         for intent in sorted(self.intents.values(), key=lambda i: (i.created_ts,
                                                                    i.client_order_id)):
             if intent.status == "uncertain":
                 self._resolve(intent, now_ms, reports, trades)
-            elif intent.status == "new":
+            elif intent.status == "new" and _standing(may_send):
                 self._send_new(intent, now_ms, reports, trades)
 
     def _send_new(self, intent: Intent, now_ms: int, reports: list[ExecutionReport],
                   trades: list[TradeClosed]) -> None:
-        """Send an intent once; an answer that leaves its outcome unknown makes it uncertain.
-        Not while this instance may not send (its lease lapsed): the intent stays new, and
-        whoever holds the lease next queries it before anything is sent."""
-        if not self._may_send():
-            self._not_standing()
-            return
+        """Send an intent once; an answer that leaves its outcome unknown makes it uncertain."""
         intent.attempts += 1
         try:
             state = self._send(intent)
@@ -791,11 +791,8 @@ class LiveExchange:
 
     # --- protective orders ----------------------------------------------------------------
 
-    def _protect(self, now_ms: int) -> None:
-        if not self.config.protective_orders:
-            return
-        if not self._may_send():
-            self._not_standing()
+    def _protect(self, now_ms: int, may_send: Callable[[], bool]) -> None:
+        if not self.config.protective_orders or not _standing(may_send):
             return
         for symbol, protection in list(self.protections.items()):
             position = self.positions.get(symbol)
